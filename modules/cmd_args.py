@@ -1,0 +1,53 @@
+"""Command-line flags, with A1111's names and meanings."""
+from __future__ import annotations
+
+import argparse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="webui.py",
+        description="Local Stable Diffusion web UI (A1111-compatible flags).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    net = p.add_argument_group("server")
+    net.add_argument("--listen", action="store_true",
+                     help="serve on 0.0.0.0 so other computers on your network can connect")
+    net.add_argument("--server-name", default=None, help="host name or address to bind to (overrides --listen)")
+    net.add_argument("--port", type=int, default=None, help="port to serve on (default 7860)")
+
+    paths = p.add_argument_group("folders")
+    paths.add_argument("--data-dir", default=None,
+                       help="base folder for models/, embeddings/, outputs/ and config.json (default: this folder)")
+    paths.add_argument("--ckpt", default=None, help="checkpoint file to list and load at start")
+    paths.add_argument("--ckpt-dir", default=None, help="extra folder with Stable Diffusion checkpoints")
+    paths.add_argument("--vae-dir", default=None, help="extra folder with VAE files")
+    paths.add_argument("--lora-dir", default=None, help="folder with LoRA files (default models/Lora)")
+    paths.add_argument("--embeddings-dir", default=None,
+                       help="folder with textual-inversion embeddings (default embeddings/)")
+    paths.add_argument("--ui-settings-file", default=None, help="settings file (default config.json)")
+
+    dev = p.add_argument_group("device and memory")
+    dev.add_argument("--medvram", action="store_true",
+                     help="keep only the model part at work on the GPU (for 6-8 GB cards)")
+    dev.add_argument("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only")
+    dev.add_argument("--lowvram", action="store_true",
+                     help="stream the UNet to the GPU block by block (for 4 GB cards; slower)")
+    dev.add_argument("--no-half", action="store_true", help="use 32-bit floats everywhere (more VRAM)")
+    dev.add_argument("--no-half-vae", action="store_true", help="run the VAE in 32-bit floats")
+    dev.add_argument("--upcast-sampling", action="store_true",
+                     help="keep 16-bit UNet weights but compute in 32-bit (for cards without fast fp16)")
+    dev.add_argument("--precision", choices=["full", "half", "autocast", "bf16"], default="autocast",
+                     help="full: fp32; half/autocast: fp16; bf16: bfloat16 where the GPU supports it")
+    dev.add_argument("--use-cpu", nargs="+", default=[], metavar="MODULE",
+                     help="run these on the CPU; 'all' (or 'sd') for everything")
+    dev.add_argument("--device-id", type=int, default=None, help="CUDA device number to use")
+
+    sec = p.add_argument_group("safety")
+    sec.add_argument("--disable-safe-unpickle", action="store_true",
+                     help="load .ckpt files even if they contain code (only for files you trust)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)

@@ -1,0 +1,153 @@
+"""The checkpoints a user can pick, the ones loaded now, and switching between them.
+
+A failed load (corrupt file, unknown model, refused pickle) leaves the current model loaded and
+usable. Recently used checkpoints stay in RAM up to `Options.sd_checkpoints_limit`.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from modules.checkpoint_io import CheckpointError
+from modules.devices import DevicePolicy
+from modules.hashes import HashCache
+from modules.model_files import (VAE_AUTOMATIC, VAE_NONE, ModelFile, automatic_vae_for, list_checkpoints,
+                                 list_vaes)
+from modules.options import Options
+from modules.paths import Paths
+from modules.sd_models import LoadedModel, load_model, swap_vae
+
+log = logging.getLogger(__name__)
+
+
+class ModelManager:
+    def __init__(self, paths: Paths, policy: DevicePolicy, options: Options, hashes: HashCache,
+                 allow_unsafe_pickle: bool = False):
+        self.paths = paths
+        self.policy = policy
+        self.options = options
+        self.hashes = hashes
+        self.allow_unsafe_pickle = allow_unsafe_pickle
+        self._lock = threading.RLock()
+        self._loaded: OrderedDict[Path, LoadedModel] = OrderedDict()  # least recently used first
+        self._checkpoints: list[ModelFile] = []
+        self._vaes: list[ModelFile] = []
+        self.refresh()
+
+    # ---- listing -------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Rescan the model folders (the 🔄 button)."""
+        with self._lock:
+            self._checkpoints = list_checkpoints(list(self.paths.checkpoint_dirs),
+                                                 list(self.paths.checkpoint_files), self.hashes)
+            self._vaes = list_vaes(list(self.paths.vae_dirs), list(self.paths.checkpoint_dirs))
+
+    @property
+    def checkpoints(self) -> list[ModelFile]:
+        return list(self._checkpoints)
+
+    @property
+    def vaes(self) -> list[ModelFile]:
+        return list(self._vaes)
+
+    def checkpoint_titles(self) -> list[str]:
+        return [c.title for c in self._checkpoints]
+
+    def vae_choices(self) -> list[str]:
+        return [VAE_AUTOMATIC, VAE_NONE] + [v.name for v in self._vaes]
+
+    def find_checkpoint(self, query: str) -> ModelFile:
+        for c in self._checkpoints:
+            if c.matches(query):
+                return c
+        path = Path(query)
+        if path.suffix and path.is_file():
+            return ModelFile(path.resolve(), path.name, self.hashes.cached(path))
+        available = ", ".join(c.title for c in self._checkpoints) or "none"
+        raise CheckpointError(query, f"no such checkpoint in {', '.join(map(str, self.paths.checkpoint_dirs))} "
+                                     f"(available: {available})")
+
+    def _resolve_vae(self, choice: str, checkpoint: ModelFile) -> ModelFile | None:
+        if choice == VAE_NONE:
+            return None
+        if choice in ("", VAE_AUTOMATIC):
+            return automatic_vae_for(checkpoint.path, self._vaes)
+        for v in self._vaes:
+            if v.name == choice or Path(v.name).name == choice:
+                return v
+        raise CheckpointError(choice, f"no such VAE (available: {', '.join(v.name for v in self._vaes) or 'none'})")
+
+    # ---- loading -------------------------------------------------------------------------
+    @property
+    def current(self) -> LoadedModel | None:
+        with self._lock:
+            return next(reversed(self._loaded.values()), None)
+
+    def load(self, query: str | ModelFile) -> LoadedModel:
+        """Make a checkpoint current, from the cache or from disk; on failure nothing changes."""
+        with self._lock:
+            file = query if isinstance(query, ModelFile) else self.find_checkpoint(query)
+            cached = self._loaded.get(file.path)
+            if cached is not None:
+                self._loaded.move_to_end(file.path)
+                self._apply_vae_choice(cached)
+                return cached
+            file = self._hashed(file)
+            vae = self._resolve_vae(self.options.sd_vae, file)
+            leaving = list(self._loaded.values())[: max(0, len(self._loaded) + 1 - self._limit)]
+            for old in leaving:  # free VRAM for the newcomer; they stay in RAM until it has loaded
+                old.placement.park()
+            try:
+                model = load_model(file, self.policy, allow_unsafe_pickle=self.allow_unsafe_pickle,
+                                   fp8_unet=self.options.fp8_storage, vae_file=vae)
+            except BaseException:
+                for old in leaving:
+                    old.placement.unpark()
+                raise
+            self._loaded[file.path] = model
+            self._evict(keep=self._limit)
+            self.options.sd_model_checkpoint = file.title
+            return model
+
+    @property
+    def _limit(self) -> int:
+        return max(1, self.options.sd_checkpoints_limit)
+
+    def _hashed(self, file: ModelFile) -> ModelFile:
+        """Hash on first load (cached afterwards) and show the hash in the list from then on."""
+        if file.sha256:
+            return file
+        hashed = file.with_hash(self.hashes.sha256(file.path))
+        self._checkpoints = [hashed if c.path == file.path else c for c in self._checkpoints]
+        return hashed
+
+    def _evict(self, keep: int) -> None:
+        while len(self._loaded) > keep:
+            path, old = self._loaded.popitem(last=False)
+            log.info("unloading %s", old.file.name)
+            del old
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def unload_all(self) -> None:
+        with self._lock:
+            self._evict(keep=0)
+
+    # ---- VAE -----------------------------------------------------------------------------
+    def set_vae(self, choice: str) -> LoadedModel | None:
+        """Switch the current model's VAE without reloading the checkpoint; remembered as a setting."""
+        with self._lock:
+            model = self.current
+            if model is not None:
+                swap_vae(model, self._resolve_vae(choice, model.file), self.allow_unsafe_pickle)
+            self.options.sd_vae = choice
+            return model
+
+    def _apply_vae_choice(self, model: LoadedModel) -> None:
+        swap_vae(model, self._resolve_vae(self.options.sd_vae, model.file), self.allow_unsafe_pickle)

@@ -1,0 +1,56 @@
+"""Where things are on disk, resolved once from the command line (A1111 folder names)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_dir: Path
+    checkpoint_dirs: tuple[Path, ...]
+    checkpoint_files: tuple[Path, ...]  # --ckpt: listed even if outside the folders
+    vae_dirs: tuple[Path, ...]
+    lora_dir: Path
+    embeddings_dir: Path
+    outputs_dir: Path
+    config_file: Path
+    cache_file: Path
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @classmethod
+    def from_args(cls, args) -> Paths:
+        data = Path(args.data_dir).expanduser().resolve() if args.data_dir else REPO_ROOT
+        models = data / "models"
+        ckpt_dirs = [models / "Stable-diffusion"]
+        if args.ckpt_dir:
+            ckpt_dirs.append(Path(args.ckpt_dir).expanduser().resolve())
+        builtin = REPO_ROOT / "models" / "Stable-diffusion"
+        if builtin not in ckpt_dirs:
+            ckpt_dirs.append(builtin)  # the shipped demo model stays available with any --data-dir
+        vae_dirs = [models / "VAE"]
+        if args.vae_dir:
+            vae_dirs.insert(0, Path(args.vae_dir).expanduser().resolve())
+        return cls(
+            data_dir=data,
+            checkpoint_dirs=tuple(ckpt_dirs),
+            checkpoint_files=(Path(args.ckpt).expanduser().resolve(),) if args.ckpt else (),
+            vae_dirs=tuple(vae_dirs),
+            lora_dir=Path(args.lora_dir).expanduser().resolve() if args.lora_dir else models / "Lora",
+            embeddings_dir=(Path(args.embeddings_dir).expanduser().resolve() if args.embeddings_dir
+                            else data / "embeddings"),
+            outputs_dir=data / "outputs",
+            config_file=Path(args.ui_settings_file).expanduser().resolve() if args.ui_settings_file
+            else data / "config.json",
+            cache_file=data / "cache.json",
+        )
+
+    def ensure(self) -> None:
+        """Create the standard folders so users see where to drop files."""
+        for d in (self.checkpoint_dirs[0], self.vae_dirs[-1], self.lora_dir, self.embeddings_dir):
+            d.mkdir(parents=True, exist_ok=True)

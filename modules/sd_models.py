@@ -1,0 +1,254 @@
+"""Building runnable models from checkpoint files.
+
+A checkpoint in the original LDM/SGM layout is read (lazily for safetensors), described by
+`model_detection.detect`, and turned into diffusers' `UNet2DConditionModel` / `AutoencoderKL` and
+transformers' CLIP text models. Modules are created on the meta device and the file's tensors are
+assigned to them directly, so loading costs no random initialisation and no second copy of the
+weights when the file already has the target precision.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from modules import model_detection
+from modules.checkpoint_io import CheckpointError, read_state_dict, shapes_of
+from modules.devices import ComponentPrecision, DevicePolicy
+from modules.memory import Placement
+from modules.model_detection import UNET, VAE, Family, ModelSpec, TextEncoderSpec
+from modules.model_files import ModelFile
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "configs" / "tokenizer"
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint made runnable: its components, what it is, and where its weights live."""
+    file: ModelFile
+    spec: ModelSpec
+    policy: DevicePolicy
+    unet: nn.Module
+    vae: nn.Module
+    text_encoders: list[nn.Module]
+    tokenizers: list
+    alphas_cumprod: torch.Tensor
+    placement: Placement
+    load_seconds: float = 0.0
+    vae_file: ModelFile | None = None  # None: the checkpoint's own VAE
+    own_vae_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def family(self) -> Family:
+        return self.spec.family
+
+    def describe(self) -> str:
+        vae = self.vae_file.name if self.vae_file else "from checkpoint"
+        return (f"{self.file.title}: {self.spec.label}, native {self.spec.native_size}px, "
+                f"VAE {vae}; {self.policy.describe()}; loaded in {self.load_seconds:.1f}s")
+
+
+def read_yaml_beside(path: Path):
+    """The LDM config `name.yaml` next to `name.safetensors`, if the user put one there."""
+    yaml_path = path.with_suffix(".yaml")
+    if not yaml_path.is_file():
+        return None
+    from omegaconf import OmegaConf
+    try:
+        return OmegaConf.load(yaml_path)
+    except Exception as e:
+        raise CheckpointError(yaml_path, f"the config beside the checkpoint cannot be read: {e}") from e
+
+
+def _fill_meta_buffers(module: nn.Module) -> None:
+    """Non-persistent buffers are not in checkpoints; after a meta-device build, recreate them."""
+    for mod_name, mod in module.named_modules():
+        for name, buf in list(mod.named_buffers(recurse=False)):
+            if not buf.is_meta:
+                continue
+            if name == "position_ids":
+                value = torch.arange(buf.shape[-1], dtype=buf.dtype).expand(buf.shape).clone()
+                mod.register_buffer(name, value, persistent=False)
+            else:
+                raise RuntimeError(f"buffer {mod_name}.{name} was not loaded")
+
+
+def assign_weights(path: Path, module: nn.Module, weights: Mapping[str, torch.Tensor], dtype: torch.dtype,
+                   what: str) -> None:
+    """Put converted `weights` into a meta-built `module`, cast to `dtype`; every weight must fit."""
+    expected = module.state_dict()
+    weights = dict(weights)
+    if not any(k in expected for k in weights):
+        # transformers 5 dropped the 'text_model.' level from CLIPTextModel's own names
+        weights = {k.removeprefix("text_model."): v for k, v in weights.items()}
+    missing = [k for k in expected if k not in weights]
+    if missing:
+        raise CheckpointError(path, f"{what} weights incomplete: {len(missing)} missing, e.g. {missing[:3]}")
+    converted = {}
+    for k, ref in expected.items():
+        t = weights.pop(k)
+        if tuple(t.shape) != tuple(ref.shape):
+            raise CheckpointError(path, f"{what} weight {k} has shape {tuple(t.shape)}, expected "
+                                        f"{tuple(ref.shape)}")
+        converted[k] = t.to(dtype) if t.is_floating_point() else t
+    module.load_state_dict(converted, strict=True, assign=True)
+    _fill_meta_buffers(module)
+    module.eval().requires_grad_(False)
+
+
+def _component(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k: sd[k] for k in sd if k.startswith(prefix)}
+
+
+def _apply_precision(module: nn.Module, precision: ComponentPrecision) -> None:
+    """Store weights in `precision.storage` and cast each layer to the compute dtype as it runs."""
+    if precision.casts_per_layer:
+        module.enable_layerwise_casting(storage_dtype=precision.storage, compute_dtype=precision.compute)
+
+
+def build_unet(path: Path, sd: Mapping[str, torch.Tensor], spec: ModelSpec, precision: ComponentPrecision):
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**spec.unet_config)
+    weights = convert_ldm_unet_checkpoint(_component(sd, UNET), dict(unet.config))
+    assign_weights(path, unet, weights, precision.compute, "UNet")
+    _apply_precision(unet, precision)
+    return unet
+
+
+def build_vae(path: Path, ldm_weights: Mapping[str, torch.Tensor], config: dict, dtype: torch.dtype):
+    """An AutoencoderKL from LDM-layout weights (with or without the first_stage_model. prefix)."""
+    from diffusers import AutoencoderKL
+
+    with torch.device("meta"):
+        vae = AutoencoderKL(**config)
+    assign_weights(path, vae, convert_vae_weights(ldm_weights, dict(vae.config)), dtype, "VAE")
+    return vae
+
+
+def convert_vae_weights(weights: Mapping[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """LDM (prefixed or bare) or diffusers-layout VAE weights -> diffusers names."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    if any(k.startswith("encoder.down_blocks.") for k in weights):
+        return dict(weights)  # already diffusers layout
+    if not any(k.startswith(VAE) for k in weights):
+        weights = {VAE + k: v for k, v in weights.items()}
+    return convert_ldm_vae_checkpoint(weights, config)
+
+
+def _openclip_weights(sd: Mapping[str, torch.Tensor], te: TextEncoderSpec, model: nn.Module) -> dict:
+    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+
+    weights = _component(sd, te.prefix)
+    if te.dropped_last_layer:
+        last = te.config["num_hidden_layers"]
+        weights = {k: v for k, v in weights.items() if not k.startswith(f"{te.prefix}transformer.resblocks.{last}.")}
+    return convert_open_clip_checkpoint(model, weights, prefix=te.prefix)
+
+
+def _hf_clip_weights(sd: Mapping[str, torch.Tensor], te: TextEncoderSpec) -> dict:
+    weights = {}
+    for k in sd:
+        if not k.startswith(te.prefix):
+            continue
+        name = k[len(te.prefix):]
+        if not name.startswith("text_model."):  # files from before transformers added that level
+            name = "text_model." + name
+        weights[name] = sd[k]
+    return weights
+
+
+def build_text_encoder(path: Path, sd: Mapping[str, torch.Tensor], te: TextEncoderSpec, dtype: torch.dtype):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cls = CLIPTextModelWithProjection if te.with_projection else CLIPTextModel
+    with torch.device("meta"):
+        model = cls(CLIPTextConfig(**te.config))
+    weights = _openclip_weights(sd, te, model) if te.layout == "openclip" else _hf_clip_weights(sd, te)
+    expected = model.state_dict()
+    # keys the model has no use for: position ids saved by old transformers, SD2's unused projection
+    weights = {k: v for k, v in weights.items() if k.removeprefix("text_model.") in expected or k in expected}
+    assign_weights(path, model, weights, dtype, f"text encoder ({te.prefix})")
+    return model
+
+
+def load_tokenizer(te: TextEncoderSpec):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), local_files_only=True, pad_token=te.pad_token)
+
+
+def default_alphas_cumprod() -> torch.Tensor:
+    """The 'scaled linear' beta schedule all SD1/SD2/SDXL models were trained with."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
+
+
+def load_model(file: ModelFile, policy: DevicePolicy, *, allow_unsafe_pickle: bool = False,
+               fp8_unet: str = "Disable", vae_file: ModelFile | None = None) -> LoadedModel:
+    """Read, detect and build a checkpoint. Raises CheckpointError with a message for the user."""
+    started = time.perf_counter()
+    path = file.path
+    yaml_config = read_yaml_beside(path)
+    sd = read_state_dict(path, allow_unsafe_pickle)
+    spec = model_detection.detect(path, shapes_of(sd), yaml_config)
+    is_xl = spec.family in (Family.SDXL, Family.SDXL_REFINER)
+    policy = policy.for_model(is_sdxl=is_xl, fp8_unet=fp8_unet == "Enable" or (fp8_unet == "Enable for SDXL" and is_xl))
+    try:
+        text_encoders = [build_text_encoder(path, sd, te, policy.text_encoder.compute) for te in spec.text_encoders]
+        vae = build_vae(path, _component(sd, VAE), spec.vae_config, policy.vae.compute)
+        unet = build_unet(path, sd, spec, policy.unet)
+    except CheckpointError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(path, f"weights do not fit the detected {spec.label} model: {e}") from e
+    alphas = sd["alphas_cumprod"].float() if "alphas_cumprod" in sd else default_alphas_cumprod()
+    del sd
+    components = {"unet": unet, "vae": vae, **{f"text_encoder_{i}": m for i, m in enumerate(text_encoders)}}
+    model = LoadedModel(file=file, spec=spec, policy=policy, unet=unet, vae=vae, text_encoders=text_encoders,
+                        tokenizers=[load_tokenizer(te) for te in spec.text_encoders], alphas_cumprod=alphas,
+                        placement=Placement(policy, components))
+    if vae_file is not None:
+        swap_vae(model, vae_file)
+    model.load_seconds = time.perf_counter() - started
+    log.info("loaded %s", model.describe())
+    return model
+
+
+def swap_vae(model: LoadedModel, vae_file: ModelFile | None, allow_unsafe_pickle: bool = False) -> None:
+    """Replace the VAE weights in place (None restores the checkpoint's own); the UNet and text
+    encoders are untouched. On failure the current VAE stays."""
+    if (vae_file.path if vae_file else None) == (model.vae_file.path if model.vae_file else None):
+        return
+    device = next(model.vae.parameters()).device
+    dtype = model.policy.vae.compute
+    if vae_file is None:
+        state = model.own_vae_state
+    else:
+        weights = read_state_dict(vae_file.path, allow_unsafe_pickle)
+        try:
+            state = convert_vae_weights(weights, dict(model.vae.config))
+        except (KeyError, RuntimeError) as e:
+            raise CheckpointError(vae_file.path, f"not a VAE in a known layout: {e}") from e
+        expected = model.vae.state_dict()
+        missing = [k for k in expected if k not in state]
+        wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+        if missing or wrong:
+            raise CheckpointError(vae_file.path, f"does not fit this model's VAE ({len(missing)} weights missing, "
+                                                 f"{len(wrong)} of other shapes, e.g. {(missing + wrong)[:2]})")
+        if model.own_vae_state is None:
+            model.own_vae_state = {k: v.detach().to("cpu", copy=True) for k, v in expected.items()}
+    model.vae.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()
+                               if k in model.vae.state_dict()}, strict=True)
+    model.vae_file = vae_file
+    log.info("VAE for %s: %s", model.file.name, vae_file.name if vae_file else "from checkpoint")

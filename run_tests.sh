@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up what the tests need (a venv with the pinned requirements) and run them: ./run_tests.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON="${PYTHON:-python3}"
+VENV_DIR="${VENV_DIR:-venv}"
+
+if [ ! -x "$VENV_DIR/bin/python" ]; then
+    echo "Creating virtual environment in $VENV_DIR"
+    "$PYTHON" -m venv "$VENV_DIR"
+fi
+stamp="$VENV_DIR/.requirements-test.sha256"
+want="$(cat requirements.txt requirements-test.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    echo "Installing requirements (first run or requirements changed)"
+    "$VENV_DIR/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV_DIR/bin/python" -m pip install --quiet -r requirements.txt -r requirements-test.txt
+    echo "$want" > "$stamp"
+fi
+
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+exec "$VENV_DIR/bin/python" -m pytest "$@"

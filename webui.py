@@ -1,0 +1,79 @@
+"""Start the web UI: python webui.py [A1111-style flags]."""
+from __future__ import annotations
+
+import os
+
+# Nothing may reach a model hub or analytics server, whatever the user's environment says.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from modules.checkpoint_io import CheckpointError  # noqa: E402
+from modules.cmd_args import parse_args  # noqa: E402
+
+log = logging.getLogger("webui")
+
+
+def build_app(args):
+    """Everything but the server: settings, device policy, models and the page."""
+    import gradio as gr
+
+    from modules.devices import policy_from_args
+    from modules.hashes import HashCache
+    from modules.model_manager import ModelManager
+    from modules.options import Options
+    from modules.paths import Paths
+    from modules.ui import quicksettings
+
+    paths = Paths.from_args(args)
+    paths.ensure()
+    options = Options.load(paths.config_file)
+    policy = policy_from_args(args)
+    log.info("device: %s", policy.describe())
+    manager = ModelManager(paths, policy, options, HashCache(paths.cache_file),
+                           allow_unsafe_pickle=args.disable_safe_unpickle)
+    load_initial_checkpoint(manager, args.ckpt)
+
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
+        quicksettings.build(manager, save_settings=lambda: options.save(paths.config_file))
+    return demo, manager
+
+
+def load_initial_checkpoint(manager, requested: str | None) -> None:
+    """--ckpt, else the checkpoint chosen last time, else the first one found; failures are logged."""
+    candidates = [requested] if requested else []
+    if manager.options.sd_model_checkpoint:
+        candidates.append(manager.options.sd_model_checkpoint)
+    candidates += [c.title for c in manager.checkpoints]
+    for query in candidates:
+        try:
+            manager.load(query)
+            return
+        except CheckpointError as e:
+            log.error("%s", e)
+    if not manager.checkpoints:
+        log.warning("no checkpoints found in %s", ", ".join(map(str, manager.paths.checkpoint_dirs)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    args = parse_args(argv)
+    demo, _ = build_app(args)
+    host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
+    port = args.port or 7860
+    demo.queue(default_concurrency_limit=1)
+    try:
+        demo.launch(server_name=host, server_port=port, show_error=True)
+    except OSError as e:
+        print(f"Cannot serve on {host}:{port}: {e}. Is another program using the port? "
+              f"Start with --port to choose another.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
