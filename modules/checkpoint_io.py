@@ -97,13 +97,16 @@ def _load_pickle(path: Path, allow_unsafe: bool) -> object:
         with torch.serialization.safe_globals(_STAND_INS + _numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported" in str(e) or "global" in str(e).lower():
+        text = str(e)
+        blocked = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), None)
+        if blocked:
             raise CheckpointError(
                 path,
                 "refused to load: this pickle file contains Python objects other than weights, which "
-                f"could run code on your computer ({detail}). Prefer a .safetensors version of it; if "
+                f"could run code on your computer ({blocked}). Prefer a .safetensors version of it; if "
                 "you trust the file's source, start with --disable-safe-unpickle.") from e
+        detail = next((line.strip() for line in reversed(text.splitlines()) if line.startswith("Unsupported")),
+                      type(e).__name__)
         raise CheckpointError(path, f"not a readable checkpoint (corrupt or truncated?): {detail}") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
