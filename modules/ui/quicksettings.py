@@ -66,6 +66,6 @@ def build(manager: ModelManager, save_settings: Callable[[], None]) -> None:
         manager.refresh()
         return titles_update(), gr.update(choices=manager.vae_choices()), model_status(manager)
 
-    checkpoint.input(on_checkpoint, inputs=checkpoint, outputs=[checkpoint, status])
-    vae.input(on_vae, inputs=vae, outputs=[vae, status])
-    refresh.click(on_refresh, outputs=[checkpoint, vae, status])
+    checkpoint.input(on_checkpoint, inputs=checkpoint, outputs=[checkpoint, status], api_name="set_checkpoint")
+    vae.input(on_vae, inputs=vae, outputs=[vae, status], api_name="set_vae")
+    refresh.click(on_refresh, outputs=[checkpoint, vae, status], api_name="refresh_checkpoints")
