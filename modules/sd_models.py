@@ -80,14 +80,17 @@ def _fill_meta_buffers(module: nn.Module) -> None:
                 raise RuntimeError(f"buffer {mod_name}.{name} was not loaded")
 
 
-def assign_weights(path: Path, module: nn.Module, weights: Mapping[str, torch.Tensor], dtype: torch.dtype,
+def assign_weights(path: Path, module: nn.Module, weights: dict[str, torch.Tensor], dtype: torch.dtype,
                    what: str) -> None:
-    """Put converted `weights` into a meta-built `module`, cast to `dtype`; every weight must fit."""
+    """Put converted `weights` into a meta-built `module`, cast to `dtype`; every weight must fit.
+
+    `weights` is consumed: each source tensor is dropped once its cast copy exists, so peak memory
+    stays near the size of the finished module even when casting fp16 files to fp32.
+    """
     expected = module.state_dict()
-    weights = dict(weights)
     if not any(k in expected for k in weights):
         # transformers 5 dropped the 'text_model.' level from CLIPTextModel's own names
-        weights = {k.removeprefix("text_model."): v for k, v in weights.items()}
+        weights = {k.removeprefix("text_model."): weights.pop(k) for k in list(weights)}
     missing = [k for k in expected if k not in weights]
     if missing:
         raise CheckpointError(path, f"{what} weights incomplete: {len(missing)} missing, e.g. {missing[:3]}")
@@ -119,8 +122,8 @@ def build_unet(path: Path, sd: Mapping[str, torch.Tensor], spec: ModelSpec, prec
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**spec.unet_config)
-    weights = convert_ldm_unet_checkpoint(_component(sd, UNET), dict(unet.config))
-    assign_weights(path, unet, weights, precision.compute, "UNet")
+    assign_weights(path, unet, convert_ldm_unet_checkpoint(_component(sd, UNET), dict(unet.config)),
+                   precision.compute, "UNet")
     _apply_precision(unet, precision)
     return unet
 

@@ -1,6 +1,7 @@
 """Files that are not usable checkpoints get a clear message naming the file; nothing runs."""
 import os
 import pickle
+import random
 import sys
 import types
 
@@ -76,7 +77,7 @@ def test_lightning_training_checkpoint_loads_without_lightning(tmp_path, cpu_pol
 @pytest.mark.parametrize("name,content,expected", [
     ("empty.safetensors", b"", "empty"),
     ("notes.safetensors", b"this is not a model, it is a text file\n", "not a valid .safetensors"),
-    ("garbage.ckpt", os.urandom(4096), "not a readable checkpoint"),
+    ("garbage.ckpt", random.Random(1234).randbytes(4096), "not a readable checkpoint"),
     ("page.ckpt", b"<html><body>404 Not Found</body></html>", "not a readable checkpoint"),
     ("model.gguf", b"GGUF\x00\x00", "unsupported file type"),
 ])
