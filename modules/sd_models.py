@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -197,6 +197,23 @@ def default_alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
 
 
+def predicts_v(unet: nn.Module, placement: Placement, dtype: torch.dtype) -> bool:
+    """Whether an SD2 UNet was trained for v-prediction (768 models) rather than eps (512 models);
+    the weights' shapes are the same. At the last timestep the input is almost pure noise: an
+    eps model answers with about that noise, a v model with about minus the clean image, which is
+    unrelated to it."""
+    cfg = unet.config
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, cfg.in_channels, 8, 8, generator=g)
+    context = torch.zeros(1, 77, cfg.cross_attention_dim)
+    with placement.use("unet"), torch.no_grad():
+        device = placement.policy.device
+        out = unet(noise.to(device, dtype), torch.tensor([999], device=device),
+                   encoder_hidden_states=context.to(device, dtype)).sample.float().cpu()
+    latent = noise[:, : out.shape[1]]
+    return torch.nn.functional.cosine_similarity(out.flatten(), latent.flatten(), dim=0).item() < 0.5
+
+
 def load_model(file: ModelFile, policy: DevicePolicy, *, allow_unsafe_pickle: bool = False,
                fp8_unet: str = "Disable", vae_file: ModelFile | None = None) -> LoadedModel:
     """Read, detect and build a checkpoint. Raises CheckpointError with a message for the user."""
@@ -221,6 +238,10 @@ def load_model(file: ModelFile, policy: DevicePolicy, *, allow_unsafe_pickle: bo
     model = LoadedModel(file=file, spec=spec, policy=policy, unet=unet, vae=vae, text_encoders=text_encoders,
                         tokenizers=[load_tokenizer(te) for te in spec.text_encoders], alphas_cumprod=alphas,
                         placement=Placement(policy, components))
+    if spec.family == Family.SD2 and yaml_config is None and spec.prediction == "eps":
+        if predicts_v(unet, model.placement, policy.unet.compute):
+            model.spec = replace(spec, prediction="v", native_size=768,
+                                 notes=spec.notes + ("v-prediction detected by a test step (no yaml)",))
     if vae_file is not None:
         swap_vae(model, vae_file)
     model.load_seconds = time.perf_counter() - started

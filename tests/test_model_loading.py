@@ -1,4 +1,6 @@
 """Tiny checkpoints in the real LDM layout go through the same loader as real ones and run."""
+import types
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -6,7 +8,8 @@ from safetensors.torch import load_file, save_file
 from modules.checkpoint_io import CheckpointError, read_state_dict
 from modules.model_detection import Family
 from modules.model_files import ModelFile
-from modules.sd_models import load_model
+from modules.memory import Placement
+from modules.sd_models import load_model, predicts_v
 from tests import ldm_layout as L
 
 
@@ -111,8 +114,33 @@ def test_v_prediction_marker_key_and_yaml(tmp_path, cpu_policy):
     sd["v_pred"] = torch.tensor([])
     save_file(sd, str(tmp_path / "vpred-xl.safetensors"))
     assert load(tmp_path / "vpred-xl.safetensors", cpu_policy).spec.prediction == "v"
-    plain = L.write_checkpoint(tmp_path / "sd2-eps.safetensors", L.TINY_SD2)
-    assert load(plain, cpu_policy).spec.prediction == "eps"
+    base_yaml = "model:\n  target: ldm.models.diffusion.ddpm.LatentDiffusion\n  params:\n    linear_start: 0.00085\n"
+    plain = L.write_checkpoint(tmp_path / "sd2-base.safetensors", L.TINY_SD2, yaml_text=base_yaml)
+    assert load(plain, cpu_policy).spec.prediction == "eps"  # a yaml without parameterization means eps
+
+
+class _StandInUNet(torch.nn.Module):
+    """Answers at t=999 the way a trained eps model (returns the noise) or v model (returns about
+    minus a clean latent, plus a little noise) does."""
+
+    def __init__(self, kind: str, in_channels: int = 4):
+        super().__init__()
+        self.kind = kind
+        self.config = types.SimpleNamespace(in_channels=in_channels, cross_attention_dim=64)
+        self.p = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, t, encoder_hidden_states):
+        latent = x[:, :4]
+        clean = torch.randn(latent.shape, generator=torch.Generator().manual_seed(5))
+        out = 0.99 * latent if self.kind == "eps" else 0.07 * latent - clean
+        return types.SimpleNamespace(sample=out)
+
+
+@pytest.mark.parametrize("kind,in_channels", [("eps", 4), ("v", 4), ("eps", 9), ("v", 9)])
+def test_sd2_v_prediction_probe_without_yaml(cpu_policy, kind, in_channels):
+    unet = _StandInUNet(kind, in_channels)
+    placement = Placement(cpu_policy, {"unet": unet})
+    assert predicts_v(unet, placement, torch.float32) == (kind == "v")
 
 
 def test_legacy_clip_key_layout_loads(tmp_path, cpu_policy):
