@@ -1,0 +1,106 @@
+"""Saving images the way A1111 does: numbered files, the infotext inside, grids for batches."""
+from __future__ import annotations
+
+import math
+import os
+import re
+from datetime import date
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+EXIF_IFD = 0x8769
+USER_COMMENT = 0x9286
+_UNICODE_PREFIX = b"UNICODE\x00"
+_NUMBERED = re.compile(r"^(\d+)-")
+
+
+def next_sequence_number(folder: Path) -> int:
+    """One past the highest 'NNNNN-' prefix in the folder, so numbering survives restarts."""
+    highest = -1
+    if folder.is_dir():
+        for name in os.listdir(folder):
+            m = _NUMBERED.match(name)
+            if m:
+                highest = max(highest, int(m.group(1)))
+    return highest + 1
+
+
+def _user_comment(text: str) -> bytes:
+    return _UNICODE_PREFIX + text.encode("utf-16-be")
+
+
+def _decode_user_comment(raw) -> str | None:
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, bytes | bytearray):
+        return None
+    head, body = bytes(raw[:8]), bytes(raw[8:])
+    if head == _UNICODE_PREFIX:
+        for enc in ("utf-16-be", "utf-16-le"):
+            try:
+                text = body.decode(enc)
+                if text.isprintable() or "\n" in text:
+                    return text
+            except UnicodeDecodeError:
+                continue
+    return body.decode("utf-8", errors="replace").rstrip("\x00")
+
+
+def save_image(image: Image.Image, folder: Path, seed: int | None, infotext: str | None,
+               extension: str = "png", suffix: str = "") -> Path:
+    """Save as `folder/NNNNN-SEED{suffix}.{ext}` with the infotext embedded; returns the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = extension.lower().lstrip(".")
+    number = next_sequence_number(folder)
+    stem = f"{number:05}" + (f"-{seed}" if seed is not None else "") + suffix
+    path = folder / f"{stem}.{ext}"
+    while path.exists():  # another process saved meanwhile
+        number += 1
+        path = folder / f"{number:05}{path.name[5:]}"
+    tmp = path.with_name(path.name + ".tmp")
+    if ext == "png":
+        meta = PngImagePlugin.PngInfo()
+        if infotext:
+            meta.add_text("parameters", infotext)
+        image.save(tmp, format="PNG", pnginfo=meta)
+    elif ext in ("jpg", "jpeg", "webp", "avif"):
+        exif = Image.Exif()
+        if infotext:
+            exif.get_ifd(EXIF_IFD)[USER_COMMENT] = _user_comment(infotext)
+        img = image.convert("RGB") if ext in ("jpg", "jpeg") else image
+        img.save(tmp, format={"jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}[ext],
+                 exif=exif.tobytes(), quality=95)
+    else:
+        raise ValueError(f"unsupported image format {extension!r}; use png, jpg, webp or avif")
+    os.replace(tmp, path)
+    return path
+
+
+def read_infotext(image: Image.Image) -> str | None:
+    """The generation parameters stored in an image by A1111 or by us (PNG text or EXIF comment)."""
+    text = image.info.get("parameters")
+    if isinstance(text, str):
+        return text
+    try:
+        comment = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT)
+    except Exception:
+        comment = None
+    return _decode_user_comment(comment) if comment is not None else None
+
+
+def dated_folder(outputs: Path, kind: str, day: date | None = None) -> Path:
+    """outputs/txt2img-images/2026-11-21 and the like."""
+    return outputs / kind / (day or date.today()).isoformat()
+
+
+def image_grid(images: list[Image.Image], rows: int | None = None) -> Image.Image:
+    """Batch images in a near-square grid (A1111's default layout)."""
+    if rows is None:
+        rows = min(len(images), max(1, round(math.sqrt(len(images)))))
+    cols = math.ceil(len(images) / rows)
+    w, h = images[0].size
+    grid = Image.new("RGB", (cols * w, rows * h), "black")
+    for i, img in enumerate(images):
+        grid.paste(img, (i % cols * w, i // cols * h))
+    return grid
