@@ -90,7 +90,7 @@ def _numpy_safe_globals() -> list:
     return allowed
 
 
-def _load_pickle(path: Path, allow_unsafe: bool) -> object:
+def load_pickle(path: Path, allow_unsafe: bool) -> object:
     try:
         if allow_unsafe:
             return torch.load(path, map_location="cpu", weights_only=False)
@@ -141,7 +141,7 @@ def read_state_dict(path: Path | str, allow_unsafe_pickle: bool = False) -> Mapp
             raise CheckpointError(path, "contains no weights")
         return sd
     if suffix in PICKLE_SUFFIXES:
-        return _unwrap_state_dict(path, _load_pickle(path, allow_unsafe_pickle))
+        return _unwrap_state_dict(path, load_pickle(path, allow_unsafe_pickle))
     raise CheckpointError(path, f"unsupported file type {suffix!r}; expected .safetensors or .ckpt")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from modules.checkpoint_io import SAFETENSORS_SUFFIX, CheckpointError, _load_pickle, read_state_dict
+from modules.checkpoint_io import SAFETENSORS_SUFFIX, CheckpointError, load_pickle, read_state_dict
 from modules.hashes import sha256_of
 from modules.model_detection import Family, ModelSpec
 
@@ -137,7 +137,7 @@ def load_embedding(path: Path, allow_unsafe_pickle: bool = False) -> Embedding:
     else:
         # nn.ParameterDict rebuilds from tensors and plain containers only, so it is as safe as they are
         with torch.serialization.safe_globals([torch.nn.ParameterDict]):
-            data = _load_pickle(path, allow_unsafe_pickle)
+            data = load_pickle(path, allow_unsafe_pickle)
     if not isinstance(data, Mapping):
         raise CheckpointError(path, f"expected a dictionary, found {type(data).__name__}")
     step = data.get("step")

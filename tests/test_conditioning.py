@@ -129,3 +129,33 @@ def test_schedules_and_and(sd1):
     [(cat, w1), (dog, w2)] = multi.batch[0]
     assert (w1, w2) == (1.0, 0.5)
     assert not torch.allclose(cat[0].cond.context, dog[0].cond.context)
+
+
+def test_textual_inversion_embedding_replaces_its_tokens(sd1, sdxl, tmp_path):
+    from modules.textual_inversion import EmbeddingDatabase
+    vectors = torch.randn(2, 64, generator=torch.Generator().manual_seed(3))
+    torch.save({"string_to_param": {"*": vectors}, "name": "whatever", "step": 500}, tmp_path / "shiny-style.pt")
+    torch.save({"clip_l": torch.randn(1, 64), "clip_g": torch.randn(1, 128)}, tmp_path / "xl-only.pt")
+    db = EmbeddingDatabase(tmp_path)
+    db.reload()
+    usable, skipped = db.for_model(sd1.spec)
+    assert set(usable) == {"shiny-style"} and "xl-only" in skipped
+
+    enc = PromptEncoder(sd1, usable)
+    chunks, count = enc.tokenizer.tokenize_line("a photo, shiny-style")
+    assert count == 3 + 2  # "a", "photo", ",", then the embedding's two vectors
+    assert chunks[0].fixes[0][0] == 3 and enc.tokenizer.used_embeddings("a shiny-style") == ["shiny-style"]
+
+    with_emb = enc.encode(["a photo, shiny-style"]).context
+    without = PromptEncoder(sd1).encode(["a photo, shiny-style"]).context
+    assert not torch.allclose(with_emb, without)
+    # what the text transformer receives: after BOS and 3 tokens, the embedding's two vectors
+    from modules.text_conditioning import _EmbeddingInjector
+    layer = sd1.text_encoders[0].get_input_embeddings()
+    with _EmbeddingInjector(sd1.text_encoders[0], "default", [chunks[0].fixes]):
+        out = layer(torch.tensor([chunks[0].tokens]))
+    assert torch.equal(out[0, 4:6], vectors)
+
+    xl_usable, _ = db.for_model(sdxl.spec)
+    assert set(xl_usable) == {"xl-only"}
+    assert PromptEncoder(sdxl, xl_usable).encode(["xl-only"]).context.shape == (1, 77, 192)
