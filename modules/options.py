@@ -17,6 +17,38 @@ class Options:
     sd_checkpoints_limit: int = 1  # checkpoints kept loaded in RAM at once
     fp8_storage: str = "Disable"  # Disable | Enable for SDXL | Enable
     CLIP_stop_at_last_layers: int = 1
+    # conditioning
+    emphasis: str = "Original"  # Original | No norm | None
+    comma_padding_backtrack: int = 20
+    sdxl_clip_l_skip: bool = False
+    use_old_scheduling: bool = False
+    # sampling
+    eta_ancestral: float = 1.0
+    eta_ddim: float = 0.0
+    eta_noise_seed_delta: int = 0
+    randn_source: str = "GPU"  # GPU | CPU
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = 0.0  # 0 = infinity
+    s_noise: float = 1.0
+    sigma_min: float = 0.0  # 0 = the model's
+    sigma_max: float = 0.0
+    rho: float = 0.0
+    always_discard_next_to_last_sigma: bool = False
+    img2img_fix_steps: bool = False
+    inpainting_mask_weight: float = 1.0
+    sdxl_refiner_high_aesthetic_score: float = 6.0
+    sdxl_refiner_low_aesthetic_score: float = 2.5
+    # saving
+    samples_save: bool = True
+    samples_format: str = "png"
+    grid_save: bool = True
+    return_grid: bool = True
+    outdir_txt2img_samples: str = ""  # empty: outputs/txt2img-images
+    outdir_img2img_samples: str = ""
+    # progress
+    live_previews_enable: bool = True
+    show_progress_every_n_steps: int = 10
 
     @classmethod
     def load(cls, path: Path) -> Options:

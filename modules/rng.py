@@ -45,7 +45,8 @@ class ImageRNG:
 
     def __init__(self, shape: tuple[int, int, int], seeds: list[int], *, subseeds: list[int] | None = None,
                  subseed_strength: float = 0.0, seed_resize_from_h: int = 0, seed_resize_from_w: int = 0,
-                 source: str = "GPU", device: torch.device = torch.device("cpu"), eta_noise_seed_delta: int = 0):
+                 source: str = "GPU", device: torch.device = torch.device("cpu"), eta_noise_seed_delta: int = 0,
+                 latent_scale: int = 8):
         if source not in RNG_SOURCES:
             raise ValueError(f"unknown RNG source {source!r}; choose one of {', '.join(RNG_SOURCES)}")
         self.shape = tuple(shape)
@@ -56,12 +57,14 @@ class ImageRNG:
         self.source = source
         self.device = device
         self.ensd = eta_noise_seed_delta
+        self.latent_scale = latent_scale
         self.generators = [create_generator(s, source, device) for s in self.seeds]
         self._first_done = False
 
     def _first(self) -> torch.Tensor:
         h, w = self.resize_from
-        noise_shape = self.shape if h <= 0 or w <= 0 else (self.shape[0], int(h) // 8, int(w) // 8)
+        f = self.latent_scale
+        noise_shape = self.shape if h <= 0 or w <= 0 else (self.shape[0], int(h) // f, int(w) // f)
         xs = []
         for i, (seed, gen) in enumerate(zip(self.seeds, self.generators)):
             subnoise = None

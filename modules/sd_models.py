@@ -44,10 +44,16 @@ class LoadedModel:
     load_seconds: float = 0.0
     vae_file: ModelFile | None = None  # None: the checkpoint's own VAE
     own_vae_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    latent_rgb: torch.Tensor | None = field(default=None, repr=False)  # live-preview colour map, per VAE
 
     @property
     def family(self) -> Family:
         return self.spec.family
+
+    @property
+    def latent_scale(self) -> int:
+        """Image pixels per latent pixel: 8 for SD's VAE (one halving per extra VAE level)."""
+        return 2 ** (len(self.spec.vae_config["block_out_channels"]) - 1)
 
     def describe(self) -> str:
         vae = self.vae_file.name if self.vae_file else "from checkpoint"
@@ -275,4 +281,5 @@ def swap_vae(model: LoadedModel, vae_file: ModelFile | None, allow_unsafe_pickle
     model.vae.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()
                                if k in model.vae.state_dict()}, strict=True)
     model.vae_file = vae_file
+    model.latent_rgb = None
     log.info("VAE for %s: %s", model.file.name, vae_file.name if vae_file else "from checkpoint")

@@ -79,7 +79,7 @@ class PromptTokenizer:
         self.settings = settings
         self.id_start = tokenizer.bos_token_id
         self.id_end = tokenizer.eos_token_id
-        self.comma = tokenizer.get_vocab().get(",</w>")
+        self.comma = tokenizer.convert_tokens_to_ids(",</w>")
         self._embeddings_by_first_id: dict[int, list[tuple[list[int], Any]]] = {}
         for emb in (embeddings or {}).values():
             ids = self.token_ids([emb.name])[0]
@@ -255,12 +255,13 @@ class PromptEncoder:
         return torch.cat(zs, dim=-1), pooled
 
     def _emphasize(self, z: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
-        if self.settings.emphasis == "None":
-            return z
+        if self.settings.emphasis == "None" or bool((multipliers == 1).all()):
+            return z  # (A1111 multiplies by 1 and rescales by mean/mean here: the same, unless the mean is 0)
         original_mean = z.mean()
         z = z * multipliers.unsqueeze(-1)
-        if self.settings.emphasis == "Original":
-            z = z * (original_mean / z.mean())
+        new_mean = z.mean()
+        if self.settings.emphasis == "Original" and new_mean.abs() > 1e-12:
+            z = z * (original_mean / new_mean)
         return z
 
     def encode(self, lines: list[str], is_negative: bool = False) -> TextConditioning:

@@ -1,0 +1,145 @@
+"""The UNet as a denoiser for the samplers: eps/v parameterization, CFG, AND, prompt schedules,
+SDXL size conditioning, inpainting-model channels and latent masks.
+
+Samplers work in k-diffusion's space: `x = x0 + sigma * noise`, and ask `D(x, sigma)` for the clean
+latent. For an eps model `D = x - sigma * eps(x / sqrt(sigma^2 + 1), t(sigma))`; for a v model
+`D = x / (sigma^2 + 1) - sigma / sqrt(sigma^2 + 1) * v(...)`. `t(sigma)` interpolates between the
+1000 training noise levels in log-sigma.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from modules.text_conditioning import (MultiCondConditioning, ScheduledConditioning, TextConditioning,
+                                       cond_at_step)
+
+
+def model_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The training noise levels, ascending."""
+    return ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
+
+
+class UNetDenoiser:
+    """D(x, sigma) for one loaded model; `cond` carries the context, pooled vector and image channels."""
+
+    def __init__(self, model):
+        self.model = model
+        self.sigmas = model_sigmas(model.alphas_cumprod.float())
+        self.log_sigmas = self.sigmas.log()
+        self.v_prediction = model.spec.prediction == "v"
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        log_sigma = sigma.log().to(self.log_sigmas.device)
+        dists = log_sigma - self.log_sigmas[:, None]
+        low = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=self.log_sigmas.shape[0] - 2)
+        lo, hi = self.log_sigmas[low], self.log_sigmas[low + 1]
+        w = ((lo - log_sigma) / (lo - hi)).clamp(0, 1)
+        return ((1 - w) * low + w * (low + 1)).view(sigma.shape)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+                 added: dict | None = None, image_cond: torch.Tensor | None = None) -> torch.Tensor:
+        unet = self.model.unet
+        policy = self.model.policy
+        dtype = policy.unet.compute
+        device = policy.device
+        s = sigma.view(-1, 1, 1, 1).to(x.device, x.dtype)
+        c_in = 1 / (s ** 2 + 1).sqrt()
+        x_in = x * c_in
+        if image_cond is not None:
+            x_in = torch.cat([x_in, image_cond.to(x_in)], dim=1)
+        t = self.sigma_to_t(sigma.float().cpu())
+        kwargs = {}
+        if added:
+            kwargs["added_cond_kwargs"] = {k: v.to(device, dtype) for k, v in added.items()}
+        with self.model.placement.use("unet"), torch.no_grad(), \
+                torch.autocast(device.type, dtype=dtype, enabled=policy.autocast and device.type == "cuda"):
+            out = unet(x_in.to(device, dtype), t.to(device), encoder_hidden_states=context.to(device, dtype),
+                       **kwargs).sample.to(x.device, torch.float32)
+        if self.v_prediction:
+            return x / (s ** 2 + 1) - out * s / (s ** 2 + 1).sqrt()
+        return x - out * s
+
+
+def sdxl_time_ids(model, width: int, height: int, is_negative: bool, aesthetic: tuple[float, float] = (6.0, 2.5),
+                  crop: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """SDXL's size/crop conditioning: (orig h, orig w, crop top, crop left, target h, target w);
+    the refiner has an aesthetic score instead of the target size."""
+    from modules.model_detection import Family
+    if model.spec.family == Family.SDXL_REFINER:
+        return torch.tensor([[height, width, crop[0], crop[1], aesthetic[1] if is_negative else aesthetic[0]]],
+                            dtype=torch.float32)
+    return torch.tensor([[height, width, crop[0], crop[1], height, width]], dtype=torch.float32)
+
+
+@dataclass
+class LatentMask:
+    """Inpainting with an ordinary model: keep `init_latent` where `keep` is 1, every step."""
+    init_latent: torch.Tensor
+    keep: torch.Tensor  # [B, 1, h, w] in latent resolution
+
+
+class CFGDenoiser:
+    """Classifier-free guidance over AND-ed subprompts, with the conditioning in force at each
+    model call (A1111 counts calls, so second-order samplers see schedules of twice the steps)."""
+
+    def __init__(self, denoiser: UNetDenoiser, cond: MultiCondConditioning, uncond: list[list[ScheduledConditioning]],
+                 cond_scale: float, *, time_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 image_cond: torch.Tensor | None = None, mask: LatentMask | None = None):
+        self.denoiser = denoiser
+        self.cond = cond
+        self.uncond = uncond
+        self.cond_scale = cond_scale
+        self.time_ids = time_ids
+        self.image_cond = image_cond
+        self.mask = mask
+        self.step = 0
+
+    def _batch(self, conds: list[TextConditioning], time_ids: list[torch.Tensor | None]
+               ) -> tuple[torch.Tensor, dict | None]:
+        context = torch.cat([c.context for c in conds])
+        if conds[0].pooled is None:
+            return context, None
+        return context, {"text_embeds": torch.cat([c.pooled for c in conds]), "time_ids": torch.cat(time_ids)}
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
+        if self.mask is not None:
+            x = self.mask.init_latent * self.mask.keep + (1 - self.mask.keep) * x
+        conds, weights, owners = [], [], []
+        for i, subprompts in enumerate(self.cond.batch):
+            for schedule, weight in subprompts:
+                conds.append(cond_at_step(schedule, self.step))
+                weights.append(weight)
+                owners.append(i)
+        unconds = [cond_at_step(schedule, self.step) for schedule in self.uncond]
+        cond_time, uncond_time = self.time_ids if self.time_ids is not None else (None, None)
+        everyone = list(range(x.shape[0]))
+
+        def run(idx: list[int], cond_list: list[TextConditioning], time_list: list):
+            context, added = self._batch(cond_list, time_list)
+            image_cond = None if self.image_cond is None else self.image_cond[idx]
+            return self.denoiser(x[idx], sigma[idx], context, added, image_cond)
+
+        if conds[0].context.shape[1] == unconds[0].context.shape[1]:
+            out = run(owners + everyone, conds + unconds, [cond_time] * len(conds) + [uncond_time] * len(unconds))
+            cond_out, uncond_out = out[: len(conds)], out[len(conds):]
+        else:  # prompts of different chunk counts cannot share a batch
+            cond_out = run(owners, conds, [cond_time] * len(conds))
+            uncond_out = run(everyone, unconds, [uncond_time] * len(unconds))
+
+        denoised = uncond_out.clone()
+        for k, (owner, weight) in enumerate(zip(owners, weights)):
+            denoised[owner] += (cond_out[k] - uncond_out[owner]) * (weight * self.cond_scale)
+        if self.mask is not None:
+            denoised = self.mask.init_latent * self.mask.keep + (1 - self.mask.keep) * denoised
+        self.step += 1
+        return denoised

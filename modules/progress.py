@@ -1,0 +1,109 @@
+"""Progress of the job being generated, shared between the worker and whoever watches it.
+
+The worker updates steps and previews; the UI/API read a snapshot and may ask to interrupt (stop,
+keep what is done) or skip (abandon the current image batch, go on with the next).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    active: bool
+    job_no: int  # current batch (0-based) of job_count
+    job_count: int
+    step: int  # sampling step within the current pass
+    steps: int
+    progress: float  # 0..1 over the whole job
+    eta_seconds: float | None
+    preview: Image.Image | None
+    preview_id: int
+    text: str
+
+
+class GenerationState:
+    def __init__(self, console: bool = True):
+        self._lock = threading.Lock()
+        self.console = console
+        self.interrupted = False
+        self.skipped = False
+        self._active = False
+        self._job_no = 0
+        self._job_count = 0
+        self._step = 0
+        self._steps = 0
+        self._passes_done = 0.0
+        self._started = 0.0
+        self._preview: Image.Image | None = None
+        self._preview_id = 0
+        self._text = ""
+
+    # ---- worker side ------------------------------------------------------------------------
+    def begin(self, job_count: int, text: str = "") -> None:
+        with self._lock:
+            self.interrupted = self.skipped = False
+            self._active = True
+            self._job_no, self._job_count = 0, max(1, job_count)
+            self._step = self._steps = 0
+            self._started = time.time()
+            self._preview = None
+            self._text = text
+
+    def begin_pass(self, steps: int, job_no: int | None = None) -> None:
+        with self._lock:
+            if job_no is not None:
+                self._job_no = job_no
+            self._step, self._steps = 0, max(1, steps)
+            self.skipped = False
+
+    def step_done(self, preview: Image.Image | None = None) -> None:
+        with self._lock:
+            self._step += 1
+            if preview is not None:
+                self._preview = preview
+                self._preview_id += 1
+        if self.console:
+            self._print_bar()
+
+    def end(self) -> None:
+        with self._lock:
+            self._active = False
+        if self.console:
+            sys.stderr.write("\n")
+
+    @property
+    def should_stop(self) -> bool:
+        return self.interrupted or self.skipped
+
+    # ---- watcher side -----------------------------------------------------------------------
+    def interrupt(self) -> None:
+        self.interrupted = True
+
+    def skip(self) -> None:
+        self.skipped = True
+
+    def snapshot(self) -> ProgressSnapshot:
+        with self._lock:
+            fraction = 0.0
+            if self._active and self._job_count:
+                fraction = (self._job_no + (self._step / self._steps if self._steps else 0)) / self._job_count
+                fraction = min(fraction, 1.0)
+            elapsed = time.time() - self._started
+            eta = elapsed / fraction - elapsed if fraction > 0.01 else None
+            return ProgressSnapshot(self._active, self._job_no, self._job_count, self._step, self._steps,
+                                    fraction, eta, self._preview, self._preview_id, self._text)
+
+    def _print_bar(self) -> None:
+        s = self.snapshot()
+        width = 30
+        filled = int(width * s.progress)
+        eta = f", ETA {s.eta_seconds:.0f}s" if s.eta_seconds is not None else ""
+        sys.stderr.write(f"\r{s.progress * 100:3.0f}%|{'█' * filled}{' ' * (width - filled)}| "
+                         f"step {s.step}/{s.steps}, batch {s.job_no + 1}/{s.job_count}{eta}   ")
+        sys.stderr.flush()

@@ -1,0 +1,197 @@
+"""txt2img / img2img / inpainting jobs on tiny checkpoints, end to end on the CPU."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modules import images, infotext_utils
+from modules.hashes import HashCache
+from modules.model_manager import ModelManager
+from modules.options import Options
+from modules.paths import Paths
+from modules.cmd_args import parse_args
+from modules.processing import (GenerationError, Img2ImgRequest, ProcessingContext, Txt2ImgRequest,
+                                process_img2img, process_txt2img)
+from modules.progress import GenerationState
+
+
+@pytest.fixture(scope="module")
+def manager(tiny_dir, cpu_policy, tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    args = parse_args(["--data-dir", str(data), "--ckpt-dir", str(tiny_dir)])
+    paths = Paths.from_args(args)
+    return ModelManager(paths, cpu_policy, Options(sd_checkpoints_limit=4), HashCache(paths.cache_file))
+
+
+@pytest.fixture
+def ctx(manager, tmp_path):
+    manager.load("tiny-sd1")
+    return ProcessingContext(models=manager, options=Options(randn_source="CPU"), outputs_dir=tmp_path / "outputs",
+                             state=GenerationState(console=False))
+
+
+def small(**kw) -> Txt2ImgRequest:
+    base = dict(prompt="a red circle", negative_prompt="blue", width=32, height=32, steps=4, seed=1234,
+                sampler_name="Euler a", cfg_scale=5.0)
+    base.update(kw)
+    return Txt2ImgRequest(**base)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_txt2img_saves_png_with_infotext_and_the_infotext_reproduces_it(ctx):
+    res = process_txt2img(small(), ctx)
+    assert len(res.images) == 1 and res.images[0].size == (32, 32)
+    path = res.paths[0]
+    assert path.parent.parent.name == "txt2img-images" and path.name == "00000-1234.png"
+    saved = Image.open(path)
+    text = images.read_infotext(saved)
+    assert text == res.infotexts[0]
+    assert text.startswith("a red circle\nNegative prompt: blue\nSteps: 4, Sampler: Euler a, Schedule type: Automatic,"
+                           " CFG scale: 5.0, Seed: 1234, Size: 32x32, Model hash: ")
+    p = infotext_utils.parse_generation_parameters(text)
+    again = process_txt2img(Txt2ImgRequest(
+        prompt=p["Prompt"], negative_prompt=p["Negative prompt"], steps=int(p["Steps"]), sampler_name=p["Sampler"],
+        scheduler=p["Schedule type"], cfg_scale=float(p["CFG scale"]), seed=int(p["Seed"]),
+        width=int(p["Size-1"]), height=int(p["Size-2"])), ctx)
+    assert np.array_equal(pixels(again.images[0]), pixels(saved))
+    assert again.paths[0].name == "00001-1234.png"
+
+
+def test_batch_items_equal_their_seed_alone(ctx):
+    batch = process_txt2img(small(batch_size=2, save_images=False), ctx)
+    assert batch.seeds == [1234, 1235]
+    alone = process_txt2img(small(seed=1235, save_images=False), ctx)
+    # same noise, so the same picture; batched arithmetic may round a pixel value differently
+    diff = np.abs(pixels(batch.images[1]) - pixels(alone.images[0]))
+    assert diff.max() <= 2 and diff.mean() < 0.05
+    assert not np.array_equal(pixels(batch.images[0]), pixels(batch.images[1]))
+    assert batch.grid is not None and batch.grid.size == (64, 32)
+
+
+def test_variation_seed(ctx):
+    base = process_txt2img(small(save_images=False), ctx)
+    varied = process_txt2img(small(subseed=99, subseed_strength=0.5, save_images=False), ctx)
+    assert not np.array_equal(pixels(base.images[0]), pixels(varied.images[0]))
+    assert "Variation seed: 99, Variation seed strength: 0.5" in varied.infotexts[0]
+    none = process_txt2img(small(subseed=99, subseed_strength=0.0, save_images=False), ctx)
+    assert np.array_equal(pixels(base.images[0]), pixels(none.images[0]))
+
+
+def test_unknown_sampler_lists_valid_names(ctx):
+    with pytest.raises(GenerationError, match="Euler a"):
+        process_txt2img(small(sampler_name="Euler b"), ctx)
+    with pytest.raises(GenerationError, match="multiples of 8"):
+        process_txt2img(small(width=70), ctx)
+    with pytest.raises(GenerationError, match="Karras"):
+        process_txt2img(small(scheduler="Karass"), ctx)
+
+
+def test_interrupt_stops_within_a_step(ctx):
+    class InterruptAtTwo(GenerationState):
+        steps_seen = 0
+
+        def step_done(self, preview=None):
+            super().step_done(preview)
+            InterruptAtTwo.steps_seen += 1
+            if InterruptAtTwo.steps_seen == 2:
+                self.interrupt()
+
+    ctx.state = InterruptAtTwo(console=False)
+    res = process_txt2img(small(steps=20, n_iter=3, save_images=False), ctx)
+    assert res.interrupted
+    assert InterruptAtTwo.steps_seen == 2
+    assert len(res.images) == 1  # what was done is kept
+
+
+def test_img2img_strength_zero_returns_the_input(ctx):
+    src = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    res = process_img2img(Img2ImgRequest(prompt="x", init_images=[src], denoising_strength=0.0, width=64, height=64,
+                                         save_images=False), ctx)
+    assert np.array_equal(pixels(res.images[0]), pixels(src))
+    moved = process_img2img(Img2ImgRequest(prompt="x", init_images=[src], denoising_strength=0.6, width=64,
+                                           height=64, steps=5, seed=1, save_images=False), ctx)
+    assert not np.array_equal(pixels(moved.images[0]), pixels(src))
+    assert "Denoising strength: 0.6" in moved.infotexts[0]
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny-sd1", "tiny-sd1-inpainting"])
+@pytest.mark.parametrize("fill", [0, 1, 2, 3])
+def test_inpainting_keeps_unmasked_pixels(ctx, checkpoint, fill):
+    ctx.models.load(checkpoint)
+    src = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    res = process_img2img(Img2ImgRequest(prompt="a star", init_images=[src], mask=mask, mask_blur=0,
+                                         inpainting_fill=fill, denoising_strength=0.9, width=64, height=64,
+                                         steps=4, seed=5, save_images=False), ctx)
+    out, orig = pixels(res.images[0]), pixels(src)
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(out[keep], orig[keep])
+    assert not np.array_equal(out[~keep], orig[~keep])
+
+
+def test_inpaint_only_masked_area(ctx):
+    src = Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (40, 40, 56, 56))
+    res = process_img2img(Img2ImgRequest(prompt="a star", init_images=[src], mask=mask, mask_blur=0,
+                                         inpaint_full_res=True, inpaint_full_res_padding=4, denoising_strength=0.9,
+                                         width=64, height=64, steps=3, seed=5, save_images=False), ctx)
+    out, orig = pixels(res.images[0]), pixels(src)
+    assert np.array_equal(out[:36], orig[:36])  # far from the mask: untouched
+    assert "Inpaint area: Only masked" in res.infotexts[0]
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Lanczos"])
+def test_hires_fix_doubles_the_size(ctx, upscaler):
+    res = process_txt2img(small(enable_hr=True, hr_scale=2, hr_upscaler=upscaler, hr_second_pass_steps=2,
+                                denoising_strength=0.5, save_images=False), ctx)
+    assert res.images[0].size == (64, 64)
+    text = res.infotexts[0]
+    assert "Size: 64x64" in text and f"Hires upscaler: {upscaler}" in text and "Denoising strength: 0.5" in text
+
+
+def test_sdxl_and_v_prediction_models_generate(ctx):
+    for name in ("tiny-sdxl", "tiny-sd2-v"):
+        ctx.models.load(name)
+        res = process_txt2img(small(save_images=False), ctx)
+        arr = pixels(res.images[0])
+        assert arr.shape == (32, 32, 3) and arr.std() > 0
+
+
+SAMPLERS = ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a",
+            "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart", "DDIM", "PLMS", "UniPC",
+            "LCM"]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("checkpoint", ["tiny-sd1", "tiny-sd2-v"])
+def test_every_sampler_runs_on_eps_and_v_models(ctx, sampler, checkpoint):
+    ctx.models.load(checkpoint)
+    # DPM fast/adaptive choose their own steps between the schedule's end points: one schedule is enough
+    for scheduler in ("Automatic",) if sampler in ("DPM fast", "DPM adaptive") else ("Automatic", "Karras",
+                                                                                       "Exponential"):
+        res = process_txt2img(small(sampler_name=sampler, scheduler=scheduler, steps=3, save_images=False), ctx)
+        arr = pixels(res.images[0])
+        assert arr.shape == (32, 32, 3) and arr.std() > 0
+        assert f"Sampler: {sampler}, Schedule type: {scheduler}" in res.infotexts[0]
+
+
+def test_live_preview_and_progress(ctx):
+    ctx.options.show_progress_every_n_steps = 2
+    previews = []
+
+    class Watch(GenerationState):
+        def step_done(self, preview=None):
+            super().step_done(preview)
+            if preview is not None:
+                previews.append(preview)
+
+    ctx.state = Watch(console=False)
+    process_txt2img(small(steps=4, save_images=False), ctx)
+    assert len(previews) == 2 and previews[0].size == (32, 32)
+    snap = ctx.state.snapshot()
+    assert not snap.active
