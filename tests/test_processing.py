@@ -195,3 +195,32 @@ def test_live_preview_and_progress(ctx):
     assert len(previews) == 2 and previews[0].size == (32, 32)
     snap = ctx.state.snapshot()
     assert not snap.active
+
+
+def test_lora_tag_in_prompt_changes_the_image_and_is_reverted(ctx, tmp_path):
+    from modules.lora import LoraApplier
+    from tests import ldm_layout as L
+    from tests import lora_fixtures as LF
+    targets = {**LF.ldm_unet_targets(L.TINY_SD1.unet),
+               **LF.text_targets(L.TINY_SD1.text[0], "lora_te_")}
+    LF.write(tmp_path / "Lora" / "bold.safetensors", LF.lora(targets, rank=4, alpha=4.0, seed=1))
+    ctx.loras = LoraApplier([tmp_path / "Lora"])
+    plain = process_txt2img(small(save_images=False), ctx)
+    styled = process_txt2img(small(prompt="a red circle <lora:bold:1>", save_images=False), ctx)
+    assert not np.array_equal(pixels(plain.images[0]), pixels(styled.images[0]))
+    assert "Lora hashes: \"bold: " in styled.infotexts[0]
+    assert styled.infotexts[0].startswith("a red circle <lora:bold:1>\n")  # the tag stays in the infotext
+    again = process_txt2img(small(save_images=False), ctx)
+    assert np.array_equal(pixels(plain.images[0]), pixels(again.images[0]))  # weights restored exactly
+    missing = process_txt2img(small(prompt="a red circle <lora:nope:1>", save_images=False), ctx)
+    assert any("nope" in w for w in missing.warnings)
+    assert np.array_equal(pixels(plain.images[0]), pixels(missing.images[0]))
+
+
+def test_styles_apply_to_prompts(ctx, tmp_path):
+    from modules.styles import PromptStyle, StyleDatabase
+    db = StyleDatabase(tmp_path / "styles.csv")
+    db.save_style(PromptStyle("night", "{prompt}, at night", "daylight"))
+    ctx.styles = db
+    res = process_txt2img(small(styles=["night"], save_images=False), ctx)
+    assert res.infotexts[0].startswith("a red circle, at night\nNegative prompt: blue, daylight\n")
