@@ -8,6 +8,7 @@ latent. For an eps model `D = x - sigma * eps(x / sqrt(sigma^2 + 1), t(sigma))`;
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -94,7 +95,8 @@ class CFGDenoiser:
 
     def __init__(self, denoiser: UNetDenoiser, cond: MultiCondConditioning, uncond: list[list[ScheduledConditioning]],
                  cond_scale: float, *, time_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 image_cond: torch.Tensor | None = None, mask: LatentMask | None = None):
+                 image_cond: torch.Tensor | None = None, mask: LatentMask | None = None,
+                 refiner: Callable[[CFGDenoiser], None] | None = None, refiner_switch_at: float = 1.0):
         self.denoiser = denoiser
         self.cond = cond
         self.uncond = uncond
@@ -103,6 +105,18 @@ class CFGDenoiser:
         self.image_cond = image_cond
         self.mask = mask
         self.step = 0
+        self.refiner = refiner
+        self.refiner_switch_at = refiner_switch_at
+
+    def _maybe_switch_to_refiner(self, sigma: torch.Tensor) -> None:
+        """Hand over to the refiner once the noise level is below the switch point, as A1111 does:
+        the fraction done is read off the timestep of the current sigma, and the sampler carries on."""
+        if self.refiner is None:
+            return
+        t = float(self.denoiser.sigma_to_t(sigma.max().reshape(1).float().cpu()))
+        if (999 - t) / 1000 >= self.refiner_switch_at:
+            switch, self.refiner = self.refiner, None
+            switch(self)
 
     def _batch(self, conds: list[TextConditioning], time_ids: list[torch.Tensor | None]
                ) -> tuple[torch.Tensor, dict | None]:
@@ -112,6 +126,7 @@ class CFGDenoiser:
         return context, {"text_embeds": torch.cat([c.pooled for c in conds]), "time_ids": torch.cat(time_ids)}
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
+        self._maybe_switch_to_refiner(sigma)
         if self.mask is not None:
             x = self.mask.init_latent * self.mask.keep + (1 - self.mask.keep) * x
         conds, weights, owners = [], [], []

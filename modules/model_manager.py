@@ -88,14 +88,18 @@ class ModelManager:
         with self._lock:
             return next(reversed(self._loaded.values()), None)
 
-    def load(self, query: str | ModelFile) -> LoadedModel:
-        """Make a checkpoint current, from the cache or from disk; on failure nothing changes."""
+    def load(self, query: str | ModelFile, remember: bool = True) -> LoadedModel:
+        """Make a checkpoint current, from the cache or from disk; on failure nothing changes.
+
+        `remember=False` (the refiner during a job) leaves the user's chosen checkpoint as it is."""
         with self._lock:
             file = query if isinstance(query, ModelFile) else self.find_checkpoint(query)
             cached = self._loaded.get(file.path)
             if cached is not None:
                 self._loaded.move_to_end(file.path)
                 self._apply_vae_choice(cached)
+                if remember:
+                    self.options.sd_model_checkpoint = cached.file.title
                 return cached
             file = self._hashed(file)
             vae = self._resolve_vae(self.options.sd_vae, file)
@@ -111,8 +115,18 @@ class ModelManager:
                 raise
             self._loaded[file.path] = model
             self._evict(keep=self._limit)
-            self.options.sd_model_checkpoint = file.title
+            if remember:
+                self.options.sd_model_checkpoint = file.title
             return model
+
+    def ensure_selected(self) -> LoadedModel | None:
+        """The checkpoint the user chose, loaded again if a job switched away from it (refiner)."""
+        with self._lock:
+            chosen = self.options.sd_model_checkpoint
+            current = self.current
+            if current is not None and chosen and not current.file.matches(chosen):
+                return self.load(chosen)
+            return current
 
     @property
     def _limit(self) -> int:

@@ -165,7 +165,6 @@ def _total_steps(sampler, steps: int) -> int:
 
 
 def decode(model, latent: torch.Tensor) -> list[Image.Image]:
-    vae = model.vae
     with model.placement.use("vae") as vae, torch.no_grad():
         dtype = model.policy.vae.compute
         x = vae.decode((latent / vae.config.scaling_factor).to(model.policy.device, dtype)).sample.float().cpu()
@@ -208,10 +207,11 @@ class Job:
         self.req = req
         self.ctx = ctx
         self.opts = ctx.options
-        model = ctx.models.current
+        model = ctx.models.ensure_selected()
         if model is None:
             raise GenerationError("no checkpoint is loaded: put one into models/Stable-diffusion and pick it")
         self.model = model
+        self.base = model  # what the infotext names, even after a switch to the refiner
         if req.width % 8 or req.height % 8 or req.width < 8 or req.height < 8:
             raise GenerationError(f"width and height must be positive multiples of 8 (got {req.width}x{req.height})")
         if req.steps < 1 or req.batch_size < 1 or req.n_iter < 1:
@@ -243,6 +243,15 @@ class Job:
         self.all_prompts = [prompt] * total
         self.all_negative = [negative] * total
         self.applied_loras: list = []
+        self.refiner_info: dict = {}
+
+    def back_to_base(self) -> None:
+        """After a batch finished on the refiner, the next one starts on the chosen model again."""
+        if self.refiner_info:
+            self.model = self.ctx.models.ensure_selected()
+            self.denoiser = UNetDenoiser(self.model)
+            self.prompt_encoder = PromptEncoder(self.model, self.embeddings, self.encode_settings)
+            self.refiner_info = {}
 
     # ---- conditioning ----
     def _context_key(self) -> tuple:
@@ -322,16 +331,35 @@ class Job:
                             eta_noise_seed_delta=self.opts.eta_noise_seed_delta if self.sampler.uses_ensd else 0,
                             latent_scale=self.model.latent_scale)
 
-    def txt2img_latents(self, c, uc, seeds, subseeds, image_cond=None) -> torch.Tensor:
+    def txt2img_latents(self, c, uc, seeds, subseeds, image_cond=None, prompts=None, negatives=None) -> torch.Tensor:
         req = self.req
         f = self.model.latent_scale
         shape = (self.model.unet.config.out_channels, req.height // f, req.width // f)
         noise_rng = self._image_rng(shape, seeds, subseeds)
         x = noise_rng.next()
         sigmas = _sigmas(self.model, self.denoiser, self.sampler, req.scheduler, req.steps, self.opts)
+        refiner = None
+        if req.refiner_checkpoint and req.refiner_checkpoint != "None" and req.refiner_switch_at < 1:
+            refiner = lambda cfg: self._switch_to_refiner(cfg, prompts, negatives)  # noqa: E731
         cfg = CFGDenoiser(self.denoiser, c, uc, req.cfg_scale, time_ids=self._time_ids(req.width, req.height),
-                          image_cond=image_cond)
+                          image_cond=image_cond, refiner=refiner, refiner_switch_at=req.refiner_switch_at)
         return self._run_sampler(self.sampler, cfg, x * sigmas[0], sigmas, noise_rng, seeds)
+
+    def _switch_to_refiner(self, cfg: CFGDenoiser, prompts: list[str], negatives: list[str]) -> None:
+        """Load the refiner (without making it the user's choice) and continue with its conditioning."""
+        from modules.checkpoint_io import CheckpointError
+        try:
+            refiner = self.ctx.models.load(self.req.refiner_checkpoint, remember=False)
+        except CheckpointError as e:
+            self.warnings.append(f"refiner not used: {e}")
+            return
+        self.model = refiner
+        self.denoiser = UNetDenoiser(refiner)
+        self.prompt_encoder = PromptEncoder(refiner, {}, self.encode_settings)
+        c, uc = self.conds(prompts, negatives, _total_steps(self.sampler, self.req.steps))
+        cfg.denoiser, cfg.cond, cfg.uncond = self.denoiser, c, uc
+        cfg.time_ids = self._time_ids(self.req.width, self.req.height)
+        self.refiner_info = {"Refiner": refiner.file.title, "Refiner switch at": self.req.refiner_switch_at}
 
     def img2img_latents(self, init_latent, c, uc, seeds, subseeds, steps: int, strength: float, sampler, scheduler,
                         width: int, height: int, image_cond=None, mask: LatentMask | None = None,
@@ -354,7 +382,7 @@ class Job:
     # ---- infotext / saving ----
     def infotext(self, index: int, extra: dict | None = None, width: int | None = None,
                  height: int | None = None) -> str:
-        req, model, opts = self.req, self.model, self.opts
+        req, opts = self.req, self.opts
         uses_vary = req.subseed_strength != 0
         params = {
             "Steps": req.steps,
@@ -363,10 +391,10 @@ class Job:
             "CFG scale": req.cfg_scale,
             "Seed": self.all_seeds[index],
             "Size": f"{width or req.width}x{height or req.height}",
-            "Model hash": model.file.shorthash,
-            "Model": model.file.model_name,
+            "Model hash": self.base.file.shorthash,
+            "Model": self.base.file.model_name,
             "FP8 weight": None if opts.fp8_storage == "Disable" else opts.fp8_storage,
-            "VAE": Path(model.vae_file.name).name if model.vae_file else None,
+            "VAE": Path(self.base.vae_file.name).name if self.base.vae_file else None,
             "Variation seed": self.all_subseeds[index] if uses_vary else None,
             "Variation seed strength": req.subseed_strength if uses_vary else None,
             "Seed resize from": f"{req.seed_resize_from_w}x{req.seed_resize_from_h}"
@@ -444,21 +472,23 @@ def process_txt2img(req: Txt2ImgRequest, ctx: ProcessingContext) -> GenerationRe
                     break
                 lo, hi = n * req.batch_size, (n + 1) * req.batch_size
                 seeds, subseeds = job.all_seeds[lo:hi], job.all_subseeds[lo:hi]
+                job.back_to_base()
+                model = job.model
                 prompts = job._apply_networks(job.all_prompts[lo:hi])
                 negatives = job.all_negative[lo:hi]
                 state.begin_pass(req.steps, job_no=n * (2 if req.enable_hr else 1))
                 c, uc = job.conds(prompts, negatives, _total_steps(job.sampler, req.steps))
                 f = model.latent_scale
                 image_cond = _inpaint_model_image_cond(model, (req.height // f, req.width // f), len(seeds))
-                latent = job.txt2img_latents(c, uc, seeds, subseeds, image_cond)
-                extra = {}
+                latent = job.txt2img_latents(c, uc, seeds, subseeds, image_cond, prompts, negatives)
+                extra = dict(job.refiner_info)
                 if req.enable_hr and not state.should_stop:
                     latent, extra = _hires_pass(job, latent, prompts, negatives, seeds, subseeds, hr_w, hr_h,
                                                 n * 2 + 1)
                 if state.skipped and not state.interrupted:
                     continue
                 w, h = (hr_w, hr_h) if req.enable_hr else (req.width, req.height)
-                for k, image in enumerate(decode(model, latent)):
+                for k, image in enumerate(decode(job.model, latent)):
                     index = lo + k
                     text = job.infotext(index, extra, w, h)
                     result.images.append(image)

@@ -22,6 +22,7 @@ def tiny_dir(tmp_path_factory) -> Path:
     L.write_checkpoint(root / "sd2" / "tiny-sd2-v.safetensors", L.TINY_SD2, seed=2, yaml_text=V_YAML)
     L.write_checkpoint(root / "tiny-sdxl.safetensors", L.TINY_SDXL, seed=3, dtype=torch.float16)
     L.write_checkpoint(root / "tiny-sd1-inpainting.ckpt", L.inpainting(L.TINY_SD1), seed=4)
+    L.write_checkpoint(root / "tiny-sdxl-refiner.safetensors", L.TINY_SDXL_REFINER, seed=5)
     return root
 
 

@@ -347,3 +347,7 @@ def write_checkpoint(path: Path, layout: CheckpointLayout, seed: int = 0, dtype=
     if yaml_text is not None:
         path.with_suffix(".yaml").write_text(yaml_text)
     return path
+TINY_SDXL_REFINER = CheckpointLayout(
+    "sdxl_refiner", UNetLayout(model_channels=64, channel_mult=(1, 2), num_res_blocks=1, transformer_depth=(0, 1),
+                               middle_depth=1, context_dim=128, linear_proj=True, adm_in_channels=128 + 5 * 32),
+    TINY_VAE, (TextLayout(hidden=128, layers=3, intermediate=256, projection=128),))

@@ -1,7 +1,6 @@
 """txt2img / img2img / inpainting jobs on tiny checkpoints, end to end on the CPU."""
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from modules import images, infotext_utils
@@ -224,3 +223,17 @@ def test_styles_apply_to_prompts(ctx, tmp_path):
     ctx.styles = db
     res = process_txt2img(small(styles=["night"], save_images=False), ctx)
     assert res.infotexts[0].startswith("a red circle, at night\nNegative prompt: blue, daylight\n")
+
+
+def test_sdxl_refiner_takes_over_at_the_switch_point(ctx):
+    ctx.models.load("tiny-sdxl")
+    base = process_txt2img(small(steps=6, save_images=False), ctx)
+    refined = process_txt2img(small(steps=6, refiner_checkpoint="tiny-sdxl-refiner", refiner_switch_at=0.5,
+                                    save_images=False), ctx)
+    assert not np.array_equal(pixels(base.images[0]), pixels(refined.images[0]))
+    text = refined.infotexts[0]
+    assert "Model: tiny-sdxl," in text and "Refiner: tiny-sdxl-refiner.safetensors [" in text
+    assert "Refiner switch at: 0.5" in text
+    assert ctx.models.current.file.name == "tiny-sdxl-refiner.safetensors"
+    again = process_txt2img(small(steps=6, save_images=False), ctx)  # the chosen model is back
+    assert np.array_equal(pixels(base.images[0]), pixels(again.images[0]))
