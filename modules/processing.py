@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter, ImageOps, PngImagePlugin
 
 from modules import extra_networks, images, infotext_utils, rng
 from modules.denoiser import CFGDenoiser, LatentMask, UNetDenoiser, sdxl_time_ids
@@ -734,3 +734,53 @@ def latent_preview(model, latent: torch.Tensor) -> Image.Image:
     """A cheap latent-to-RGB picture (no extra weights): a linear map fitted once per model."""
     from modules.latent_preview import preview_image
     return preview_image(model, latent)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def process_img2img_folder(req: Img2ImgRequest, ctx: ProcessingContext, input_dir: Path, output_dir: Path | None,
+                           mask_dir: Path | None = None) -> GenerationResult:
+    """img2img "Batch" tab: every picture of a folder, with a same-named mask from `mask_dir` if there
+    is one, saved under its own name into `output_dir` (or the usual outputs when empty).
+    Unreadable files are reported and skipped."""
+    from dataclasses import replace
+
+    files = sorted(p for p in Path(input_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
+        if Path(input_dir).is_dir() else []
+    if not files:
+        raise GenerationError(f"no images found in {input_dir}")
+    total = GenerationResult([], [], [], [])
+    for path in files:
+        if ctx.state.interrupted:
+            break
+        try:
+            with Image.open(path) as im:
+                image = im.copy()
+            mask = None
+            if mask_dir is not None:
+                candidates = [m for m in Path(mask_dir).glob(path.stem + ".*") if m.suffix.lower() in IMAGE_SUFFIXES]
+                if candidates:
+                    with Image.open(candidates[0]) as m:
+                        mask = m.copy()
+        except OSError as e:
+            total.warnings.append(f"{path.name}: not a readable image ({e}); skipped")
+            continue
+        res = process_img2img(replace(req, init_images=[image], mask=mask, save_images=output_dir is None
+                                      and req.save_images), ctx)
+        for k, out in enumerate(res.images):
+            if output_dir is not None:
+                Path(output_dir).mkdir(parents=True, exist_ok=True)
+                name = path.stem + (f"-{k}" if len(res.images) > 1 else "") + ".png"
+                meta = PngImagePlugin.PngInfo()
+                meta.add_text("parameters", res.infotexts[k])
+                out.save(Path(output_dir) / name, pnginfo=meta)
+                total.paths.append(Path(output_dir) / name)
+        total.images += res.images
+        total.infotexts += res.infotexts
+        total.seeds += res.seeds
+        total.subseeds += res.subseeds
+        total.paths += res.paths
+        total.warnings += res.warnings
+    total.interrupted = ctx.state.interrupted
+    return total

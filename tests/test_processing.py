@@ -237,3 +237,24 @@ def test_sdxl_refiner_takes_over_at_the_switch_point(ctx):
     assert ctx.models.current.file.name == "tiny-sdxl-refiner.safetensors"
     again = process_txt2img(small(steps=6, save_images=False), ctx)  # the chosen model is back
     assert np.array_equal(pixels(base.images[0]), pixels(again.images[0]))
+
+
+def test_img2img_batch_from_a_folder(ctx, tmp_path):
+    from modules.processing import process_img2img_folder
+    src, out, masks = tmp_path / "in", tmp_path / "out", tmp_path / "masks"
+    src.mkdir(), masks.mkdir()
+    rng_ = np.random.default_rng(3)
+    for name in ("a", "b"):
+        Image.fromarray(rng_.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(src / f"{name}.png")
+    (src / "broken.png").write_bytes(b"not an image")
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    mask.save(masks / "b.png")
+    res = process_img2img_folder(Img2ImgRequest(prompt="x", denoising_strength=0.8, width=32, height=32, steps=3,
+                                                seed=1, mask_blur=0), ctx, src, out, masks)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert any("broken.png" in w for w in res.warnings)
+    b_in, b_out = pixels(Image.open(src / "b.png")), pixels(Image.open(out / "b.png"))
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(b_in[keep], b_out[keep]) and not np.array_equal(b_in[~keep], b_out[~keep])
+    assert images.read_infotext(Image.open(out / "a.png")).startswith("x\nSteps: 3")
