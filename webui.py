@@ -18,15 +18,19 @@ log = logging.getLogger("webui")
 
 
 def build_app(args):
-    """Everything but the server: settings, device policy, models and the page."""
-    import gradio as gr
-
+    """Everything but the server: settings, device policy, models, the generation worker and the page."""
     from modules.devices import policy_from_args
     from modules.hashes import HashCache
+    from modules.lora import LoraApplier
     from modules.model_manager import ModelManager
     from modules.options import Options
     from modules.paths import Paths
-    from modules.ui import quicksettings
+    from modules.processing import ProcessingContext
+    from modules.progress import GenerationState
+    from modules.styles import StyleDatabase
+    from modules.textual_inversion import EmbeddingDatabase
+    from modules.ui.app import create_ui
+    from modules.worker import GenerationWorker
 
     paths = Paths.from_args(args)
     paths.ensure()
@@ -36,10 +40,15 @@ def build_app(args):
     manager = ModelManager(paths, policy, options, HashCache(paths.cache_file),
                            allow_unsafe_pickle=args.disable_safe_unpickle)
     load_initial_checkpoint(manager, args.ckpt)
-
-    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
-        quicksettings.build(manager, save_settings=lambda: options.save(paths.config_file))
-    return demo, manager
+    ctx = ProcessingContext(
+        models=manager, options=options, outputs_dir=paths.outputs_dir, state=GenerationState(),
+        embeddings=EmbeddingDatabase(paths.embeddings_dir, allow_unsafe_pickle=args.disable_safe_unpickle),
+        loras=LoraApplier([paths.lora_dir, paths.models_dir / "LyCORIS"],
+                          allow_unsafe_pickle=args.disable_safe_unpickle),
+        styles=StyleDatabase(paths.data_dir / "styles.csv"))
+    worker = GenerationWorker(ctx)
+    demo = create_ui(manager, worker, save_settings=lambda: options.save(paths.config_file))
+    return demo, worker
 
 
 def load_initial_checkpoint(manager, requested: str | None) -> None:
@@ -65,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     demo, _ = build_app(args)
     host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
     port = args.port or 7860
+    from modules.ui.app import CSS, HEAD
     demo.queue(default_concurrency_limit=1)
     try:
-        demo.launch(server_name=host, server_port=port, show_error=True)
+        demo.launch(server_name=host, server_port=port, show_error=True, css=CSS, head=HEAD)
     except OSError as e:
         print(f"Cannot serve on {host}:{port}: {e}. Is another program using the port? "
               f"Start with --port to choose another.", file=sys.stderr)

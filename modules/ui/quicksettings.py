@@ -7,6 +7,7 @@ import gradio as gr
 
 from modules.checkpoint_io import CheckpointError
 from modules.model_manager import ModelManager
+from modules.worker import GenerationWorker
 
 
 def model_status(manager: ModelManager, error: str | None = None) -> str:
@@ -26,7 +27,7 @@ def model_status(manager: ModelManager, error: str | None = None) -> str:
     return "\n\n".join(lines)
 
 
-def build(manager: ModelManager, save_settings: Callable[[], None]) -> None:
+def build(manager: ModelManager, save_settings: Callable[[], None], worker: GenerationWorker) -> None:
     """Create the quicksettings row inside the current Blocks context."""
     current = manager.current
     with gr.Row(elem_id="quicksettings"):
@@ -47,7 +48,7 @@ def build(manager: ModelManager, save_settings: Callable[[], None]) -> None:
         error = None
         if title:
             try:
-                manager.load(title)
+                worker.with_lock(lambda: manager.load(title))  # never in the middle of a generation
                 save_settings()
             except CheckpointError as e:
                 error = str(e)
@@ -56,7 +57,7 @@ def build(manager: ModelManager, save_settings: Callable[[], None]) -> None:
     def on_vae(choice: str):
         error = None
         try:
-            manager.set_vae(choice)
+            worker.with_lock(lambda: manager.set_vae(choice))
             save_settings()
         except CheckpointError as e:
             error = str(e)

@@ -1,0 +1,49 @@
+"""The whole page: quicksettings on top, then the tabs."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gradio as gr
+
+from modules.model_manager import ModelManager
+from modules.ui import generation, paste, quicksettings
+from modules.worker import GenerationWorker
+
+CSS = """
+.progress { position: relative; height: 1.6em; background: var(--block-background-fill);
+            border: 1px solid var(--border-color-primary); border-radius: 4px; overflow: hidden; }
+.progress-bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft); }
+.progress span { position: relative; padding-left: 0.5em; }
+.warning { color: #b7791f; } .error { color: #c53030; }
+"""
+
+# Ctrl+Enter in a prompt box presses that tab's Generate button, as in A1111.
+HEAD = """
+<script>
+document.addEventListener('keydown', (e) => {
+  if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;
+  const box = e.target.closest('[id$="_prompt"], [id$="_neg_prompt"]');
+  if (!box) return;
+  const tab = box.id.startsWith('img2img') ? 'img2img' : 'txt2img';
+  document.getElementById(tab + '_generate')?.click();
+  e.preventDefault();
+});
+</script>
+"""
+
+
+def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Callable[[], None]) -> gr.Blocks:
+    current = manager.current
+    size = current.spec.native_size if current is not None else 512
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
+        quicksettings.build(manager, save_settings, worker)
+        with gr.Tabs(elem_id="tabs") as main_tabs:
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+                t2i = generation.build_txt2img(worker, size)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                i2i = generation.build_img2img(worker, size)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                paste.build_png_info({"txt2img": t2i, "img2img": i2i}, main_tabs)
+        for tab in (t2i, i2i):
+            paste.wire_paste_button(tab)
+    return demo

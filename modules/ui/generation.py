@@ -1,0 +1,306 @@
+"""txt2img and img2img tabs: controls with A1111's element ids, streaming progress and previews."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+from PIL import Image, ImageChops
+
+from modules.processing import (MASKED_CONTENT, RESIZE_MODES, GenerationError, GenerationResult, Img2ImgRequest,
+                                LATENT_UPSCALE_MODES, IMAGE_UPSCALERS, Txt2ImgRequest)
+from modules.progress import ProgressSnapshot
+from modules.sampling.samplers import SAMPLERS
+from modules.sampling.schedules import SCHEDULERS
+from modules.worker import GenerationWorker
+
+HIRES_UPSCALERS = list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)
+
+
+def progress_html(s: ProgressSnapshot) -> str:
+    eta = f" ETA {s.eta_seconds:.0f}s" if s.eta_seconds is not None else ""
+    return (f"<div class='progress'><div class='progress-bar' style='width:{s.progress * 100:.0f}%'></div>"
+            f"<span>{s.progress * 100:.0f}% — step {s.step}/{s.steps}, batch {s.job_no + 1}/{s.job_count}"
+            f"{eta}</span></div>")
+
+
+def infotext_html(result: GenerationResult) -> str:
+    parts = [f"<p>{html.escape(result.infotexts[0]).replace(chr(10), '<br>')}</p>"] if result.infotexts else []
+    for w in result.warnings:
+        parts.append(f"<p class='warning'>⚠️ {html.escape(w)}</p>")
+    if result.interrupted:
+        parts.append("<p>Interrupted: the images finished so far are shown.</p>")
+    return "".join(parts)
+
+
+class Controls:
+    """The parameter widgets shared by both tabs, created inside the current layout."""
+
+    def __init__(self, tab: str, default_size: int):
+        self.tab = tab
+        with gr.Row():
+            self.sampler = gr.Dropdown([s.name for s in SAMPLERS], value="DPM++ 2M", label="Sampling method",
+                                       elem_id=f"{tab}_sampling")
+            self.scheduler = gr.Dropdown([s.label for s in SCHEDULERS], value="Automatic", label="Schedule type",
+                                         elem_id=f"{tab}_scheduler")
+            self.steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id=f"{tab}_steps")
+        with gr.Row():
+            with gr.Column(scale=4):
+                self.width = gr.Slider(64, 2048, value=default_size, step=8, label="Width", elem_id=f"{tab}_width")
+                self.height = gr.Slider(64, 2048, value=default_size, step=8, label="Height",
+                                        elem_id=f"{tab}_height")
+            swap = gr.Button("⇅", elem_id=f"{tab}_res_switch_btn", scale=0, min_width=40)
+            with gr.Column(scale=2):
+                self.batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count",
+                                             elem_id=f"{tab}_batch_count")
+                self.batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id=f"{tab}_batch_size")
+        swap.click(lambda w, h: (h, w), inputs=[self.width, self.height], outputs=[self.width, self.height],
+                   queue=False, api_visibility="private")
+        self.cfg = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id=f"{tab}_cfg_scale")
+        with gr.Row():
+            self.seed = gr.Number(value=-1, label="Seed", precision=0, elem_id=f"{tab}_seed", scale=4)
+            random_seed = gr.Button("🎲", elem_id=f"{tab}_random_seed", scale=0, min_width=40)
+            self.reuse_seed = gr.Button("♻️", elem_id=f"{tab}_reuse_seed", scale=0, min_width=40)
+        random_seed.click(lambda: -1, outputs=self.seed, queue=False, api_visibility="private")
+        with gr.Accordion("Extra seed options", open=False):
+            with gr.Row():
+                self.subseed = gr.Number(value=-1, label="Variation seed", precision=0, elem_id=f"{tab}_subseed")
+                self.subseed_strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength",
+                                                  elem_id=f"{tab}_subseed_strength")
+            with gr.Row():
+                self.seed_resize_w = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
+                                               elem_id=f"{tab}_seed_resize_from_w")
+                self.seed_resize_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
+                                               elem_id=f"{tab}_seed_resize_from_h")
+        self.tiling = gr.Checkbox(False, label="Tiling", elem_id=f"{tab}_tiling")
+
+    def common(self) -> list:
+        return [self.sampler, self.scheduler, self.steps, self.width, self.height, self.batch_count,
+                self.batch_size, self.cfg, self.seed, self.subseed, self.subseed_strength, self.seed_resize_w,
+                self.seed_resize_h, self.tiling]
+
+    @staticmethod
+    def request_fields(values: list) -> dict:
+        (sampler, scheduler, steps, width, height, n_iter, batch_size, cfg, seed, subseed, strength, rw, rh,
+         tiling) = values
+        return dict(sampler_name=sampler, scheduler=scheduler, steps=int(steps), width=int(width),
+                    height=int(height), n_iter=int(n_iter), batch_size=int(batch_size), cfg_scale=float(cfg),
+                    seed=int(seed if seed is not None else -1), subseed=int(subseed if subseed is not None else -1),
+                    subseed_strength=float(strength), seed_resize_from_w=int(rw), seed_resize_from_h=int(rh),
+                    tiling=bool(tiling))
+
+
+def prompt_boxes(tab: str, worker: GenerationWorker, steps: gr.Slider):
+    with gr.Row(elem_id=f"{tab}_toprow"):
+        with gr.Column(scale=6):
+            prompt = gr.Textbox(label="Prompt", lines=3, elem_id=f"{tab}_prompt",
+                                placeholder="Prompt (press Ctrl+Enter to generate)")
+            prompt_count = gr.HTML("<span>0/75</span>", elem_id=f"{tab}_token_counter")
+            negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_neg_prompt",
+                                  placeholder="Negative prompt")
+            negative_count = gr.HTML("<span>0/75</span>", elem_id=f"{tab}_negative_token_counter")
+        with gr.Column(scale=1, min_width=160):
+            generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
+            with gr.Row():
+                interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt")
+                skip = gr.Button("Skip", elem_id=f"{tab}_skip")
+            paste = gr.Button("↙️", elem_id=f"{tab}_paste", min_width=40)
+
+    def count(text: str, n: int, negative: bool = False) -> str:
+        tokens, limit = worker.token_count(text or "", int(n or 20), negative)
+        return f"<span>{tokens}/{limit}</span>"
+
+    prompt.change(count, inputs=[prompt, steps], outputs=prompt_count, queue=False, api_visibility="private")
+    negative.change(lambda t, n: count(t, n, True), inputs=[negative, steps], outputs=negative_count, queue=False,
+                    api_visibility="private")
+    interrupt.click(worker.interrupt, queue=False, api_visibility="private")
+    skip.click(worker.skip, queue=False, api_visibility="private")
+    return prompt, negative, generate, paste
+
+
+def output_panel(tab: str):
+    with gr.Column(elem_id=f"{tab}_results"):
+        progress = gr.HTML("", elem_id=f"{tab}_progress")
+        gallery = gr.Gallery(label="Output", elem_id=f"{tab}_gallery", columns=2, height=520, preview=True)
+        info = gr.HTML("", elem_id=f"html_info_{tab}")
+    return progress, gallery, info
+
+
+def stream(worker: GenerationWorker, req):
+    """Generator for Gradio: progress and previews while sampling, then the gallery and infotext."""
+    try:
+        for item in worker.run_streaming(req):
+            if isinstance(item, ProgressSnapshot):
+                preview = [item.preview] if item.preview is not None else gr.skip()
+                yield progress_html(item), preview, gr.skip(), gr.skip()
+            else:
+                gallery = ([item.grid] if item.grid is not None else []) + item.images
+                seed = item.seeds[0] if item.seeds else -1
+                yield "", gallery, infotext_html(item), seed
+    except GenerationError as e:
+        yield "", gr.skip(), f"<p class='error'>❌ {html.escape(str(e))}</p>", gr.skip()
+
+
+def build_txt2img(worker: GenerationWorker, default_size: int = 512):
+    steps_proxy = gr.State(20)
+    prompt, negative, generate, paste = prompt_boxes("txt2img", worker, steps_proxy)
+    last_seed = gr.State(-1)
+    with gr.Row():
+        with gr.Column(scale=1):
+            c = Controls("txt2img", default_size)
+            with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr"):
+                enable_hr = gr.Checkbox(False, label="Enable", elem_id="txt2img_enable_hr")
+                with gr.Row():
+                    hr_upscaler = gr.Dropdown(HIRES_UPSCALERS, value="Latent", label="Upscaler",
+                                              elem_id="txt2img_hr_upscaler")
+                    hr_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps", elem_id="txt2img_hires_steps")
+                    hr_denoise = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength",
+                                           elem_id="txt2img_denoising_strength")
+                with gr.Row():
+                    hr_scale = gr.Slider(1, 4, value=2, step=0.05, label="Upscale by", elem_id="txt2img_hr_scale")
+                    hr_x = gr.Slider(0, 2048, value=0, step=8, label="Resize width to", elem_id="txt2img_hr_resize_x")
+                    hr_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
+                                     elem_id="txt2img_hr_resize_y")
+                with gr.Row():
+                    hr_sampler = gr.Dropdown(["Use same sampler"] + [s.name for s in SAMPLERS], value="Use same sampler",
+                                             label="Hires sampling method", elem_id="hr_sampler")
+                    hr_prompt = gr.Textbox(label="Hires prompt", lines=1, elem_id="hires_prompt")
+                    hr_negative = gr.Textbox(label="Hires negative prompt", lines=1, elem_id="hires_neg_prompt")
+            with gr.Accordion("Refiner", open=False, elem_id="txt2img_refiner"):
+                refiner = gr.Dropdown(["None"] + worker.ctx.models.checkpoint_titles(), value="None",
+                                      label="Checkpoint", elem_id="txt2img_refiner_checkpoint")
+                switch_at = gr.Slider(0.01, 1, value=0.8, step=0.01, label="Switch at",
+                                      elem_id="txt2img_refiner_switch_at")
+            gr.Dropdown(["None"], value="None", label="Script", elem_id="txt2img_script")
+        with gr.Column(scale=1):
+            progress, gallery, info = output_panel("txt2img")
+    c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
+    c.reuse_seed.click(lambda s: s, inputs=last_seed, outputs=c.seed, queue=False, api_visibility="private")
+
+    inputs = [prompt, negative] + c.common() + [enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, hr_x, hr_y,
+                                                 hr_sampler, hr_prompt, hr_negative, refiner, switch_at]
+
+    def run(prompt_text, negative_text, *values):
+        common, rest = list(values[:14]), values[14:]
+        (enable, upscaler, hsteps, denoise, scale, rx, ry, hsampler, hprompt, hneg, refiner_ckpt, switch) = rest
+        req = Txt2ImgRequest(prompt=prompt_text or "", negative_prompt=negative_text or "",
+                             **Controls.request_fields(common), enable_hr=bool(enable), hr_upscaler=upscaler,
+                             hr_second_pass_steps=int(hsteps), denoising_strength=float(denoise),
+                             hr_scale=float(scale), hr_resize_x=int(rx), hr_resize_y=int(ry),
+                             hr_sampler_name=hsampler, hr_prompt=hprompt or "", hr_negative_prompt=hneg or "",
+                             refiner_checkpoint=None if refiner_ckpt in (None, "None") else refiner_ckpt,
+                             refiner_switch_at=float(switch))
+        yield from stream(worker, req)
+
+    generate.click(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_name="txt2img",
+                   concurrency_limit=1, concurrency_id="generate")
+    prompt.submit(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_visibility="private",
+                  concurrency_limit=1, concurrency_id="generate")
+    return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info, "paste": paste}
+
+
+def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
+    """(image, mask) from an ImageEditor value: painted strokes (any layer) become the mask."""
+    if not value:
+        return None, None
+    background = value.get("background")
+    if background is None:
+        return None, None
+    mask = None
+    for layer in value.get("layers") or []:
+        if layer is None:
+            continue
+        alpha = layer.convert("RGBA").getchannel("A").point(lambda a: 255 if a > 0 else 0)
+        mask = alpha if mask is None else ImageChops.lighter(mask, alpha)
+    return background.convert("RGB"), mask
+
+
+def build_img2img(worker: GenerationWorker, default_size: int = 512):
+    steps_proxy = gr.State(20)
+    prompt, negative, generate, paste = prompt_boxes("img2img", worker, steps_proxy)
+    last_seed = gr.State(-1)
+    mode = gr.State("img2img")
+    with gr.Row():
+        with gr.Column(scale=1):
+            with gr.Tabs(elem_id="mode_img2img") as tabs:
+                with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as t1:
+                    init_image = gr.Image(label="Image for img2img", type="pil", elem_id="img2img_image",
+                                          height=400)
+                with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as t2:
+                    inpaint = gr.ImageEditor(label="Image for inpainting with mask", type="pil",
+                                             elem_id="img2maskimg", height=400,
+                                             brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
+                with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as t3:
+                    upload_image = gr.Image(label="Image", type="pil", elem_id="img_inpaint_base")
+                    upload_mask = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", image_mode="L")
+                with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab") as t4:
+                    batch_in = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
+                    batch_out = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
+                    batch_mask = gr.Textbox(label="Inpaint batch mask directory (optional)",
+                                            elem_id="img2img_batch_inpaint_mask_dir")
+            for tab, name in ((t1, "img2img"), (t2, "inpaint"), (t3, "inpaint_upload"), (t4, "batch")):
+                tab.select(lambda n=name: n, outputs=mode, queue=False, api_visibility="private")
+            resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", type="index",
+                                   elem_id="resize_mode")
+            with gr.Accordion("Inpaint options", open=True):
+                mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_mask_blur")
+                mask_mode = gr.Radio(["Inpaint masked", "Inpaint not masked"], value="Inpaint masked",
+                                     label="Mask mode", type="index", elem_id="img2img_mask_mode")
+                fill = gr.Radio(list(MASKED_CONTENT), value="original", label="Masked content", type="index",
+                                elem_id="img2img_inpainting_fill")
+                area = gr.Radio(["Whole picture", "Only masked"], value="Whole picture", label="Inpaint area",
+                                type="index", elem_id="img2img_inpaint_full_res")
+                padding = gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels",
+                                    elem_id="img2img_inpaint_full_res_padding")
+            c = Controls("img2img", default_size)
+            denoise = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
+                                elem_id="img2img_denoising_strength")
+        with gr.Column(scale=1):
+            progress, gallery, info = output_panel("img2img")
+    c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
+    c.reuse_seed.click(lambda s: s, inputs=last_seed, outputs=c.seed, queue=False, api_visibility="private")
+
+    inputs = [prompt, negative, mode, init_image, inpaint, upload_image, upload_mask, batch_in, batch_out, batch_mask,
+              resize_mode, mask_blur, mask_mode, fill, area, padding, denoise] + c.common()
+
+    def run(prompt_text, negative_text, tab, image, editor, up_image, up_mask, b_in, b_out, b_mask, resize, blur,
+            invert, fill_mode, full_res, pad, strength, *common):
+        mask = None
+        if tab == "inpaint":
+            image, mask = _mask_from_editor(editor)
+        elif tab == "inpaint_upload":
+            image, mask = up_image, up_mask
+        fields = Controls.request_fields(list(common))
+        req = Img2ImgRequest(prompt=prompt_text or "", negative_prompt=negative_text or "", **fields,
+                             init_images=[image] if image is not None else [], mask=mask, mask_blur=int(blur),
+                             inpainting_mask_invert=bool(invert), inpainting_fill=int(fill_mode),
+                             inpaint_full_res=bool(full_res), inpaint_full_res_padding=int(pad),
+                             resize_mode=int(resize), denoising_strength=float(strength))
+        if tab == "batch":
+            yield from _batch(worker, req, b_in, b_out, b_mask)
+            return
+        if image is None:
+            yield "", gr.skip(), "<p class='error'>❌ Put an image in first.</p>", gr.skip()
+            return
+        yield from stream(worker, req)
+
+    generate.click(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_name="img2img",
+                   concurrency_limit=1, concurrency_id="generate")
+    return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info,
+            "image": init_image, "tabs": tabs, "paste": paste}
+
+
+def _batch(worker: GenerationWorker, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str):
+    from pathlib import Path
+
+    from modules.processing import process_img2img_folder
+    if not input_dir:
+        yield "", gr.skip(), "<p class='error'>❌ Give an input directory.</p>", gr.skip()
+        return
+    try:
+        result = worker.with_lock(lambda: process_img2img_folder(
+            req, worker.ctx, Path(input_dir), Path(output_dir) if output_dir else None,
+            Path(mask_dir) if mask_dir else None))
+    except GenerationError as e:
+        yield "", gr.skip(), f"<p class='error'>❌ {html.escape(str(e))}</p>", gr.skip()
+        return
+    yield "", result.images, infotext_html(result), result.seeds[0] if result.seeds else -1
