@@ -1,0 +1,111 @@
+"""The page in a real browser (Debian's Chromium driven by Playwright): type, generate, read back."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (run ./run_tests.sh)")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_dir):
+    data = tmp_path_factory.mktemp("browser")
+    ckpts = data / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True)
+    shutil.copy(tiny_dir / "tiny-sd1.safetensors", ckpts)
+    shutil.copy(tiny_dir / "tiny-sdxl.safetensors", ckpts)
+    port = free_port()
+    log_path = data / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "webui.py", "--data-dir", str(data), "--port", str(port),
+                                 "--ckpt", str(ckpts / "tiny-sd1.safetensors")], cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while "Running on local URL" not in log_path.read_text():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail("server did not start:\n" + log_path.read_text())
+        time.sleep(0.3)
+    yield f"http://127.0.0.1:{port}", data
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def set_number(page, elem_id: str, value: int) -> None:
+    field = page.locator(f"#{elem_id} input[type=number]")
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def test_generate_from_the_page_and_read_the_png_back(server, browser):
+    url, data = server
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(url)
+    page.locator("#txt2img_prompt textarea").fill("a red circle, (blue sky:1.2)")
+    page.locator("#txt2img_neg_prompt textarea").fill("green")
+    page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.trim() == '6/75'")
+    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 4)):
+        set_number(page, elem_id, value)
+    page.locator("#txt2img_seed input").fill("4242")
+    page.locator("#txt2img_prompt textarea").press("Control+Enter")
+    page.wait_for_selector("#txt2img_gallery img", timeout=120_000)
+    info = page.locator("#html_info_txt2img").inner_text()
+    assert "Steps: 4" in info and "Seed: 4242" in info and "Size: 64x64" in info
+
+    saved = sorted((data / "outputs" / "txt2img-images").rglob("*.png"))
+    assert [p.name for p in saved] == ["00000-4242.png"]
+    assert np.asarray(Image.open(saved[0])).std() > 0
+
+    # PNG Info: drop the file in, send its parameters back to txt2img
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(saved[0]))
+    page.wait_for_function("document.querySelector('#pnginfo_generation_info').innerText.includes('Seed: 4242')")
+    page.get_by_role("tab", name="txt2img").click()
+    page.locator("#txt2img_prompt textarea").fill("")
+    page.locator("#txt2img_seed input").fill("-1")
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo_send_to_txt2img").click()
+    page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value.includes('a red circle')")
+    assert page.locator("#txt2img_seed input").input_value() == "4242"
+    assert page.locator("#txt2img_neg_prompt textarea").input_value() == "green"
+    page.close()
+
+
+def test_switching_checkpoint_from_the_top_bar(server, browser):
+    url, _ = server
+    page = browser.new_page()
+    page.goto(url)
+    page.locator("#setting_sd_model_checkpoint input").click()
+    page.get_by_role("option", name="tiny-sdxl.safetensors").click()
+    page.wait_for_function("document.querySelector('#sd_model_status').innerText.includes('SDXL')", timeout=60_000)
+    page.close()
