@@ -13,13 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from modules.sampling.schedules import ModelSigmas, sigmas_from_alphas_cumprod
 from modules.text_conditioning import (MultiCondConditioning, ScheduledConditioning, TextConditioning,
                                        cond_at_step)
-
-
-def model_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """The training noise levels, ascending."""
-    return ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
 
 
 class UNetDenoiser:
@@ -27,25 +23,12 @@ class UNetDenoiser:
 
     def __init__(self, model):
         self.model = model
-        self.sigmas = model_sigmas(model.alphas_cumprod.float())
-        self.log_sigmas = self.sigmas.log()
+        self.noise_levels = ModelSigmas(sigmas_from_alphas_cumprod(model.alphas_cumprod))
+        self.sigmas = self.noise_levels.sigmas.float()  # the training noise levels, ascending
         self.v_prediction = model.spec.prediction == "v"
 
-    @property
-    def sigma_min(self) -> float:
-        return float(self.sigmas[0])
-
-    @property
-    def sigma_max(self) -> float:
-        return float(self.sigmas[-1])
-
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
-        log_sigma = sigma.log().to(self.log_sigmas.device)
-        dists = log_sigma - self.log_sigmas[:, None]
-        low = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=self.log_sigmas.shape[0] - 2)
-        lo, hi = self.log_sigmas[low], self.log_sigmas[low + 1]
-        w = ((lo - log_sigma) / (lo - hi)).clamp(0, 1)
-        return ((1 - w) * low + w * (low + 1)).view(sigma.shape)
+        return self.noise_levels.sigma_to_t(sigma).float().view(sigma.shape)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                  added: dict | None = None, image_cond: torch.Tensor | None = None) -> torch.Tensor:

@@ -423,6 +423,21 @@ class Job:
         folder = Path(custom) if custom else images.dated_folder(self.ctx.outputs_dir, kind)
         return images.save_image(image, folder, self.all_seeds[index], infotext, self.opts.samples_format)
 
+    def add_image(self, result: GenerationResult, image: Image.Image, index: int, infotext: str) -> None:
+        """Record one finished image (and save it, if saving is on)."""
+        result.images.append(image)
+        result.infotexts.append(infotext)
+        result.seeds.append(self.all_seeds[index])
+        result.subseeds.append(self.all_subseeds[index])
+        path = self.save(image, index, infotext)
+        if path:
+            result.paths.append(path)
+
+    def finish(self, result: GenerationResult) -> GenerationResult:
+        result.warnings = self.warnings
+        result.interrupted = self.ctx.state.interrupted
+        return result
+
     def save_grid(self, result: GenerationResult) -> None:
         if len(result.images) < 2 or not self.opts.return_grid:
             return
@@ -489,21 +504,11 @@ def process_txt2img(req: Txt2ImgRequest, ctx: ProcessingContext) -> GenerationRe
                     continue
                 w, h = (hr_w, hr_h) if req.enable_hr else (req.width, req.height)
                 for k, image in enumerate(decode(job.model, latent)):
-                    index = lo + k
-                    text = job.infotext(index, extra, w, h)
-                    result.images.append(image)
-                    result.infotexts.append(text)
-                    result.seeds.append(job.all_seeds[index])
-                    result.subseeds.append(job.all_subseeds[index])
-                    path = job.save(image, index, text)
-                    if path:
-                        result.paths.append(path)
+                    job.add_image(result, image, lo + k, job.infotext(lo + k, extra, w, h))
         job.save_grid(result)
     finally:
         state.end()
-    result.warnings = job.warnings
-    result.interrupted = state.interrupted
-    return result
+    return job.finish(result)
 
 
 def _hires_pass(job: Job, latent, prompts, negatives, seeds, subseeds, width: int, height: int, job_no: int):
@@ -637,20 +642,11 @@ def process_img2img(req: Img2ImgRequest, ctx: ProcessingContext) -> GenerationRe
                                       "Inpaint area": "Only masked" if req.inpaint_full_res else None,
                                       "Masked area padding": req.inpaint_full_res_padding
                                       if req.inpaint_full_res else None})
-                    text = job.infotext(index, extra)
-                    result.images.append(image)
-                    result.infotexts.append(text)
-                    result.seeds.append(job.all_seeds[index])
-                    result.subseeds.append(job.all_subseeds[index])
-                    path = job.save(image, index, text)
-                    if path:
-                        result.paths.append(path)
+                    job.add_image(result, image, index, job.infotext(index, extra))
         job.save_grid(result)
     finally:
         state.end()
-    result.warnings = job.warnings
-    result.interrupted = state.interrupted
-    return result
+    return job.finish(result)
 
 
 def _img2img_batch(job: Job, init_src: Image.Image, mask_full: Image.Image | None, prompts, negatives, seeds,
