@@ -100,25 +100,25 @@ def main():
     print(f"SD1.5 architecture, random weights, {args.size}x{args.size}, {args.steps} steps Euler a, CFG 7, "
           f"batch 1, {args.device}, torch threads {torch.get_num_threads()}\n")
     print(f"{'pipeline':<12}{'s/step':>9}{'UNet s/step':>13}{'rest s/step':>13}{'UNet calls/step':>17}")
-    results = {}
-    for name, build in (("ours", ours), ("diffusers", reference)):
-        run, timer = build(args)
+    sides = {name: build(args) for name, build in (("ours", ours), ("diffusers", reference))}
+    for run, _ in sides.values():
         run(0)  # warm-up
-        best = None
-        for r in range(args.repeat):
+    best: dict[str, tuple[float, float, int]] = {}
+    for r in range(args.repeat):  # interleaved, so drifts in machine speed hit both sides alike
+        for name, (run, timer) in sides.items():
             timer.reset()
             started = time.perf_counter()
             run(r + 1)
             if args.device == "cuda":
                 torch.cuda.synchronize()
             total = time.perf_counter() - started
-            if best is None or total < best[0]:
-                best = (total, timer.total, timer.calls)
-        total, unet, calls = best
+            if name not in best or total < best[name][0]:
+                best[name] = (total, timer.total, timer.calls)
+    results = {}
+    for name, (total, unet, calls) in best.items():
         results[name] = total / args.steps
         print(f"{name:<12}{total / args.steps:>9.3f}{unet / args.steps:>13.3f}{(total - unet) / args.steps:>13.3f}"
               f"{calls / args.steps:>17.1f}", flush=True)
-        del run, timer
     print(f"\nratio ours/diffusers (s/step, whole generation incl. text encoding and VAE decode): "
           f"{results['ours'] / results['diffusers']:.2f}")
 
