@@ -258,3 +258,49 @@ def test_img2img_batch_from_a_folder(ctx, tmp_path):
     keep = np.asarray(mask) == 0
     assert np.array_equal(b_in[keep], b_out[keep]) and not np.array_equal(b_in[~keep], b_out[~keep])
     assert images.read_infotext(Image.open(out / "a.png")).startswith("x\nSteps: 3")
+
+
+def test_tiling_makes_the_image_wrap_around(ctx):
+    plain = pixels(process_txt2img(small(save_images=False), ctx).images[0])
+    tiled = pixels(process_txt2img(small(tiling=True, save_images=False), ctx).images[0])
+    assert not np.array_equal(plain, tiled)
+    # with circular padding the left and right edges continue each other
+    def seam(a):
+        return np.abs(a[:, 0] - a[:, -1]).mean()
+    assert seam(tiled) < seam(plain)
+    assert "Tiling: True" in process_txt2img(small(tiling=True, save_images=False), ctx).infotexts[0]
+
+
+def test_resize_modes():
+    from modules.processing import resize_image
+    wide = Image.new("RGB", (200, 100), (255, 0, 0))
+    wide.paste((0, 0, 255), (0, 0, 20, 100))  # a blue stripe on the left edge
+    assert resize_image(0, wide, 64, 64).size == (64, 64)
+    cropped = pixels(resize_image(1, wide, 64, 64))
+    assert cropped[:, 0, 2].max() < 50  # crop and resize: the blue left edge is cut away
+    filled = pixels(resize_image(2, wide, 64, 64))
+    assert filled.shape == (64, 64, 3) and filled[0, 32, 0] > 200 and filled[63, 32, 0] > 200
+
+
+def test_jpeg_and_webp_carry_the_infotext(ctx, tmp_path):
+    ctx.options.samples_format = "jpg"
+    res = process_txt2img(small(), ctx)
+    assert res.paths[0].suffix == ".jpg"
+    assert images.read_infotext(Image.open(res.paths[0])) == res.infotexts[0]
+    path = images.save_image(res.images[0], tmp_path, 7, "a prompt, with: commas\nSteps: 4", "webp")
+    assert images.read_infotext(Image.open(path)) == "a prompt, with: commas\nSteps: 4"
+
+
+def test_skip_abandons_the_current_batch_only(ctx):
+    class SkipFirstBatch(GenerationState):
+        skipped_once = False
+
+        def step_done(self, preview=None):
+            super().step_done(preview)
+            if not SkipFirstBatch.skipped_once:
+                SkipFirstBatch.skipped_once = True
+                self.skip()
+
+    ctx.state = SkipFirstBatch(console=False)
+    res = process_txt2img(small(n_iter=2, save_images=False), ctx)
+    assert not res.interrupted and res.seeds == [1235]
