@@ -210,6 +210,9 @@ class Job:
         model = ctx.models.ensure_selected()
         if model is None:
             raise GenerationError("no checkpoint is loaded: put one into models/Stable-diffusion and pick it")
+        if model.spec.is_instruct_pix2pix:
+            raise GenerationError(f"{model.file.name} is an instruct-pix2pix model; generating with those is not "
+                                  f"supported yet")
         self.model = model
         self.base = model  # what the infotext names, even after a switch to the refiner
         if req.width % 8 or req.height % 8 or req.width < 8 or req.height < 8:
