@@ -15,6 +15,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve on 0.0.0.0 so other computers on your network can connect")
     net.add_argument("--server-name", default=None, help="host name or address to bind to (overrides --listen)")
     net.add_argument("--port", type=int, default=None, help="port to serve on (default 7860)")
+    net.add_argument("--share", action="store_true",
+                     help="also make a public gradio.live link (needs internet; without it the UI stays local)")
+    net.add_argument("--gradio-auth", default=None, metavar="USER:PASS[,USER2:PASS2]",
+                     help="ask for a user name and password")
+    net.add_argument("--gradio-auth-path", default=None, metavar="FILE",
+                     help="file with USER:PASS entries (one per line or comma-separated)")
+    net.add_argument("--autolaunch", action="store_true", help="open the UI in the default browser")
+    net.add_argument("--theme", choices=["light", "dark"], default=None, help="force the light or dark theme")
+    net.add_argument("--tls-keyfile", default=None, help="TLS private key file (to serve https)")
+    net.add_argument("--tls-certfile", default=None, help="TLS certificate file (to serve https)")
 
     paths = p.add_argument_group("folders")
     paths.add_argument("--data-dir", default=None,
@@ -26,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--embeddings-dir", default=None,
                        help="folder with textual-inversion embeddings (default embeddings/)")
     paths.add_argument("--ui-settings-file", default=None, help="settings file (default config.json)")
+    paths.add_argument("--styles-file", default=None, help="prompt styles file (default styles.csv)")
 
     dev = p.add_argument_group("device and memory")
     dev.add_argument("--medvram", action="store_true",
@@ -42,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--use-cpu", nargs="+", default=[], metavar="MODULE",
                      help="run these on the CPU; 'all' (or 'sd') for everything")
     dev.add_argument("--device-id", type=int, default=None, help="CUDA device number to use")
+
+    dev.add_argument("--skip-torch-cuda-test", action="store_true",
+                     help="do not mention it when no CUDA GPU is found (the CPU is used then)")
+    dev.add_argument("--opt-sdp-attention", action="store_true",
+                     help="PyTorch's scaled-dot-product attention (the default here; accepted for A1111 scripts)")
+    dev.add_argument("--xformers", action="store_true", help="use xformers attention if it is installed")
+
+    launcher = p.add_argument_group("launcher (webui.sh / webui.bat)")
+    launcher.add_argument("--skip-install", action="store_true", help="do not install or update requirements")
+    launcher.add_argument("--skip-prepare-environment", action="store_true",
+                          help="do not create or check the Python environment at all")
 
     sec = p.add_argument_group("safety")
     sec.add_argument("--disable-safe-unpickle", action="store_true",

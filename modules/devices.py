@@ -45,6 +45,7 @@ class DevicePolicy:
     medvram_sdxl_only: bool = False
     autocast: bool = False
     offload_device: torch.device = torch.device("cpu")
+    attention: str = "sdp"  # or "xformers"
     notes: tuple[str, ...] = ()
 
     @property
@@ -127,8 +128,21 @@ def make_policy(device: torch.device, *, no_half: bool = False, no_half_vae: boo
     return policy
 
 
+def xformers_available() -> bool:
+    try:
+        import xformers.ops  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
 def policy_from_args(args) -> DevicePolicy:
     device = pick_device(args.use_cpu or [], args.device_id)
-    return make_policy(device, no_half=args.no_half, no_half_vae=args.no_half_vae,
-                       upcast_sampling=args.upcast_sampling, precision=args.precision, medvram=args.medvram,
-                       lowvram=args.lowvram, medvram_sdxl=args.medvram_sdxl)
+    policy = make_policy(device, no_half=args.no_half, no_half_vae=args.no_half_vae,
+                         upcast_sampling=args.upcast_sampling, precision=args.precision, medvram=args.medvram,
+                         lowvram=args.lowvram, medvram_sdxl=args.medvram_sdxl)
+    if getattr(args, "xformers", False):
+        if device.type == "cuda" and xformers_available():
+            return replace(policy, attention="xformers")
+        log.warning("--xformers: xformers is not installed (or no CUDA GPU); using PyTorch's attention")
+    return policy

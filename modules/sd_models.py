@@ -122,7 +122,8 @@ def _apply_precision(module: nn.Module, precision: ComponentPrecision) -> None:
         module.enable_layerwise_casting(storage_dtype=precision.storage, compute_dtype=precision.compute)
 
 
-def build_unet(path: Path, sd: Mapping[str, torch.Tensor], spec: ModelSpec, precision: ComponentPrecision):
+def build_unet(path: Path, sd: Mapping[str, torch.Tensor], spec: ModelSpec, precision: ComponentPrecision,
+               attention: str = "sdp"):
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
@@ -131,6 +132,8 @@ def build_unet(path: Path, sd: Mapping[str, torch.Tensor], spec: ModelSpec, prec
     assign_weights(path, unet, convert_ldm_unet_checkpoint(_component(sd, UNET), dict(unet.config)),
                    precision.compute, "UNet")
     _apply_precision(unet, precision)
+    if attention == "xformers":
+        unet.enable_xformers_memory_efficient_attention()
     return unet
 
 
@@ -233,7 +236,7 @@ def load_model(file: ModelFile, policy: DevicePolicy, *, allow_unsafe_pickle: bo
     try:
         text_encoders = [build_text_encoder(path, sd, te, policy.text_encoder.compute) for te in spec.text_encoders]
         vae = build_vae(path, _component(sd, VAE), spec.vae_config, policy.vae.compute)
-        unet = build_unet(path, sd, spec, policy.unet)
+        unet = build_unet(path, sd, spec, policy.unet, policy.attention)
     except CheckpointError:
         raise
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
