@@ -42,7 +42,7 @@ if not exist "%VENV_DIR%\Scripts\python.exe" (
 )
 if defined SKIP_INSTALL goto launch
 set "VPY=%VENV_DIR%\Scripts\python.exe"
-for /f %%h in ('"%VPY%" -c "import hashlib, os; print(hashlib.sha256(open('requirements.txt', 'rb').read() + os.environ.get('TORCH_COMMAND', '').encode()).hexdigest())"') do set "WANT=%%h"
+for /f "usebackq" %%h in (`"%VPY%" -c "import hashlib, os; print(hashlib.sha256(open('requirements.txt', 'rb').read() + os.environ.get('TORCH_COMMAND', '').encode()).hexdigest())"`) do set "WANT=%%h"
 set "HAVE="
 if exist "%VENV_DIR%\.installed" set /p HAVE=<"%VENV_DIR%\.installed"
 if "!HAVE!"=="!WANT!" goto launch
@@ -58,7 +58,7 @@ if defined TORCH_COMMAND (
     "%VPY%" -c "import torch, torchvision" >nul 2>&1
     if errorlevel 1 (
         set "PINS="
-        for /f "delims=" %%p in ('findstr /r /c:"^torch==" /c:"^torchvision==" requirements.txt') do set "PINS=!PINS! %%p"
+        for /f "usebackq delims=" %%p in (`findstr /r /c:"^torch==" /c:"^torchvision==" requirements.txt`) do set "PINS=!PINS! %%p"
         "%VPY%" -m pip install !PINS! || exit /b 1
     )
 )
