@@ -50,7 +50,8 @@ def build_app(args):
                           allow_unsafe_pickle=args.disable_safe_unpickle),
         styles=StyleDatabase(args.styles_file or paths.data_dir / "styles.csv"))
     worker = GenerationWorker(ctx)
-    demo = create_ui(manager, worker, save_settings=lambda: options.save(paths.config_file))
+    demo = create_ui(manager, worker, save_settings=lambda: options.save(paths.config_file),
+                     show_dir_fields=not args.hide_ui_dir_config)
     return demo, worker
 
 

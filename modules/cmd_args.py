@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--theme", choices=["light", "dark"], default=None, help="force the light or dark theme")
     net.add_argument("--tls-keyfile", default=None, help="TLS private key file (to serve https)")
     net.add_argument("--tls-certfile", default=None, help="TLS certificate file (to serve https)")
+    net.add_argument("--hide-ui-dir-config", action="store_true",
+                     help="hide the folder fields of the page (for servers shared with others)")
 
     paths = p.add_argument_group("folders")
     paths.add_argument("--data-dir", default=None,

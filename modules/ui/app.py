@@ -32,7 +32,8 @@ document.addEventListener('keydown', (e) => {
 """
 
 
-def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Callable[[], None]) -> gr.Blocks:
+def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Callable[[], None],
+              show_dir_fields: bool = True) -> gr.Blocks:
     current = manager.current
     size = current.spec.native_size if current is not None else 512
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
@@ -41,7 +42,7 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 t2i = generation.build_txt2img(worker, size)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
-                i2i = generation.build_img2img(worker, size)
+                i2i = generation.build_img2img(worker, size, show_dir_fields)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 paste.build_png_info({"txt2img": t2i, "img2img": i2i}, main_tabs)
         for tab in (t2i, i2i):

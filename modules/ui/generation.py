@@ -214,7 +214,7 @@ def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
     return background.convert("RGB"), mask
 
 
-def build_img2img(worker: GenerationWorker, default_size: int = 512):
+def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fields: bool = True):
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste = prompt_boxes("img2img", worker, steps_proxy)
     last_seed = gr.State(-1)
@@ -232,7 +232,7 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512):
                 with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as t3:
                     upload_image = gr.Image(label="Image", type="pil", elem_id="img_inpaint_base")
                     upload_mask = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", image_mode="L")
-                with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab") as t4:
+                with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab", visible=show_dir_fields) as t4:
                     batch_in = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
                     batch_out = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
                     batch_mask = gr.Textbox(label="Inpaint batch mask directory (optional)",
