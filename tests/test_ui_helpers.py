@@ -27,3 +27,21 @@ def test_pasting_an_a1111_infotext_fills_the_fields():
     assert (cfg, seed, width, height, subseed, strength) == (6.5, 12345, 512, 768, 7, 0.3)
     only_prompt = values_from_infotext("just words")
     assert only_prompt[0] == "just words" and isinstance(only_prompt[2], type(gr.skip()))
+
+
+def test_a_failing_generation_becomes_a_message():
+    from modules.processing import GenerationError
+    from modules.ui.generation import stream
+
+    class Failing:
+        def __init__(self, error):
+            self.error = error
+
+        def run_streaming(self, req):
+            raise self.error
+            yield  # pragma: no cover
+
+    *_, (progress, gallery, info, seed) = stream(Failing(RuntimeError("CUDA out of memory. Tried to allocate")), None)
+    assert "Generation failed" in info and "--medvram" in info
+    *_, (progress, gallery, info, seed) = stream(Failing(GenerationError("width and height must be ...")), None)
+    assert "width and height" in info and "Generation failed" not in info

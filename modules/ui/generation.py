@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import logging
 
 import gradio as gr
 from PIL import Image, ImageChops
@@ -13,6 +14,7 @@ from modules.sampling.samplers import SAMPLERS
 from modules.sampling.schedules import SCHEDULERS
 from modules.worker import GenerationWorker
 
+log = logging.getLogger(__name__)
 HIRES_UPSCALERS = list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)
 
 
@@ -138,6 +140,11 @@ def stream(worker: GenerationWorker, req):
                 yield "", gallery, infotext_html(item), seed
     except GenerationError as e:
         yield "", gr.skip(), f"<p class='error'>❌ {html.escape(str(e))}</p>", gr.skip()
+    except Exception as e:  # a bug or the device failing: say so, keep the page and the server alive
+        log.exception("generation failed")
+        hint = (" Not enough memory: try a smaller size or batch, or start with --medvram / --lowvram."
+                if "out of memory" in str(e).lower() else "")
+        yield "", gr.skip(), f"<p class='error'>❌ Generation failed: {html.escape(str(e))}.{hint}</p>", gr.skip()
 
 
 def build_txt2img(worker: GenerationWorker, default_size: int = 512):
