@@ -34,6 +34,7 @@ class Placement:
         self.policy = policy
         self.components = components
         self._lock = threading.RLock()
+        self._active: str | None = None  # the component now on the compute device (medvram/lowvram)
         self.streaming = False
         for name, module in components.items():
             module.to(home_device(policy))
@@ -48,6 +49,7 @@ class Placement:
         for name, module in self.components.items():
             if not (name == "unet" and self.streaming):
                 module.to(self.policy.offload_device)
+        self._active = None
         if self.policy.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -65,7 +67,7 @@ class Placement:
         """Make component `name` ready to compute; in medvram/lowvram evict the others first."""
         with self._lock:
             module = self.components[name]
-            if self.policy.memory_mode != MemoryMode.NONE:
+            if self.policy.memory_mode != MemoryMode.NONE and self._active != name:
                 for other, m in self.components.items():
                     if other != name and not (other == "unet" and self.streaming):
                         m.to(self.policy.offload_device)
@@ -73,4 +75,5 @@ class Placement:
                     torch.cuda.empty_cache()
                 if not (name == "unet" and self.streaming):
                     module.to(self.policy.device)
+                self._active = name
             yield module
