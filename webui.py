@@ -51,7 +51,7 @@ def build_app(args):
         styles=StyleDatabase(args.styles_file or paths.data_dir / "styles.csv"))
     worker = GenerationWorker(ctx)
     demo = create_ui(manager, worker, save_settings=lambda: options.save(paths.config_file),
-                     show_dir_fields=not args.hide_ui_dir_config)
+                     show_dir_fields=not args.hide_ui_dir_config, freeze_settings=args.freeze_settings)
     return demo, worker
 
 

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--tls-certfile", default=None, help="TLS certificate file (to serve https)")
     net.add_argument("--hide-ui-dir-config", action="store_true",
                      help="hide the folder fields of the page (for servers shared with others)")
+    net.add_argument("--freeze-settings", action="store_true", help="show the settings but do not let them change")
 
     paths = p.add_argument_group("folders")
     paths.add_argument("--data-dir", default=None,

@@ -109,3 +109,18 @@ def test_switching_checkpoint_from_the_top_bar(server, browser):
     page.get_by_role("option", name="tiny-sdxl.safetensors").click()
     page.wait_for_function("document.querySelector('#sd_model_status').innerText.includes('SDXL')", timeout=60_000)
     page.close()
+
+
+def test_settings_are_applied_and_saved(server, browser):
+    url, data = server
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Settings").click()
+    page.locator("#setting_eta_noise_seed_delta input").fill("31337")
+    page.locator("#setting_live_previews_enable input").uncheck()
+    page.locator("#settings_submit").click()
+    page.wait_for_function("document.querySelector('#settings_result').innerText.includes('2 settings changed')")
+    import json
+    saved = json.loads((data / "config.json").read_text())
+    assert saved["eta_noise_seed_delta"] == 31337 and saved["live_previews_enable"] is False
+    page.close()

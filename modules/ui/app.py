@@ -6,7 +6,7 @@ from collections.abc import Callable
 import gradio as gr
 
 from modules.model_manager import ModelManager
-from modules.ui import generation, paste, quicksettings
+from modules.ui import generation, paste, quicksettings, settings
 from modules.worker import GenerationWorker
 
 CSS = """
@@ -33,7 +33,7 @@ document.addEventListener('keydown', (e) => {
 
 
 def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Callable[[], None],
-              show_dir_fields: bool = True) -> gr.Blocks:
+              show_dir_fields: bool = True, freeze_settings: bool = False) -> gr.Blocks:
     current = manager.current
     size = current.spec.native_size if current is not None else 512
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
@@ -45,6 +45,8 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
                 i2i = generation.build_img2img(worker, size, show_dir_fields)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 paste.build_png_info({"txt2img": t2i, "img2img": i2i}, main_tabs)
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                settings.build(manager.options, save_settings, freeze_settings, show_dir_fields)
         for tab in (t2i, i2i):
             paste.wire_paste_button(tab)
     return demo
