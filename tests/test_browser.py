@@ -124,3 +124,25 @@ def test_settings_are_applied_and_saved(server, browser):
     saved = json.loads((data / "config.json").read_text())
     assert saved["eta_noise_seed_delta"] == 31337 and saved["live_previews_enable"] is False
     page.close()
+
+
+def test_styles_save_and_apply(server, browser):
+    url, data = server
+    page = browser.new_page()
+    page.goto(url)
+    page.locator("#txt2img_prompt textarea").fill("{prompt}, watercolor")
+    page.locator("#txt2img_neg_prompt textarea").fill("photo")
+    page.get_by_text("Save style").first.click()
+    page.locator("#txt2img_style_name textarea, #txt2img_style_name input").first.fill("watercolor")
+    page.locator("#txt2img_style_save").click()
+    page.wait_for_function("document.querySelector('#txt2img_style_status').innerText.includes('Saved')")
+    assert 'watercolor,"{prompt}, watercolor",photo' in (data / "styles.csv").read_text(encoding="utf-8-sig"
+                                                                                         ).replace("\r", "")
+    page.locator("#txt2img_prompt textarea").fill("a fox")
+    page.locator("#txt2img_neg_prompt textarea").fill("")
+    page.locator("#txt2img_styles input").click()
+    page.get_by_role("option", name="watercolor").click()
+    page.locator("#txt2img_style_apply").click()
+    page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value == 'a fox, watercolor'")
+    assert page.locator("#txt2img_neg_prompt textarea").input_value() == "photo"
+    page.close()

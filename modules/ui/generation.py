@@ -106,6 +106,7 @@ def prompt_boxes(tab: str, worker: GenerationWorker, steps: gr.Slider):
                 interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt")
                 skip = gr.Button("Skip", elem_id=f"{tab}_skip")
             paste = gr.Button("↙️", elem_id=f"{tab}_paste", min_width=40)
+            styles = _styles_controls(tab, worker, prompt, negative)
 
     def count(text: str, n: int, negative: bool = False) -> str:
         tokens, limit = worker.token_count(text or "", int(n or 20), negative)
@@ -116,7 +117,46 @@ def prompt_boxes(tab: str, worker: GenerationWorker, steps: gr.Slider):
                     api_visibility="private")
     interrupt.click(worker.interrupt, queue=False, api_visibility="private")
     skip.click(worker.skip, queue=False, api_visibility="private")
-    return prompt, negative, generate, paste
+    return prompt, negative, generate, paste, styles
+
+
+def _styles_controls(tab: str, worker: GenerationWorker, prompt: gr.Textbox, negative: gr.Textbox) -> gr.Dropdown:
+    """Styles from styles.csv: pick them for the next generation, write them into the prompt, save new ones."""
+    from modules.styles import PromptStyle, StyleError
+    db = worker.ctx.styles
+    styles = gr.Dropdown(db.names() if db else [], multiselect=True, label="Styles", elem_id=f"{tab}_styles")
+    with gr.Row():
+        apply = gr.Button("📋", elem_id=f"{tab}_style_apply", min_width=40)
+        refresh = gr.Button("🔄", elem_id=f"{tab}_style_refresh", min_width=40)
+    with gr.Accordion("Save style", open=False):
+        name = gr.Textbox(label="Style name", elem_id=f"{tab}_style_name")
+        save = gr.Button("Save prompt as style", elem_id=f"{tab}_style_save")
+    status = gr.HTML(elem_id=f"{tab}_style_status")
+
+    def apply_to_prompt(p, n, chosen):
+        if db is None or not chosen:
+            return p, n, chosen
+        return db.apply_to_prompt(p or "", chosen), db.apply_to_negative(n or "", chosen), []
+
+    def save_style(style_name, p, n):
+        if db is None:
+            return gr.skip(), "Styles are not available."
+        try:
+            db.save_style(PromptStyle((style_name or "").strip(), p or "", n or ""))
+        except (ValueError, StyleError, OSError) as e:
+            return gr.skip(), f"<span class='error'>{html.escape(str(e))}</span>"
+        return gr.update(choices=db.names()), f"Saved style “{html.escape(style_name.strip())}”."
+
+    def reload():
+        if db is not None:
+            db.reload()
+        return gr.update(choices=db.names() if db else [])
+
+    apply.click(apply_to_prompt, inputs=[prompt, negative, styles], outputs=[prompt, negative, styles], queue=False,
+                api_visibility="private")
+    save.click(save_style, inputs=[name, prompt, negative], outputs=[styles, status], api_visibility="private")
+    refresh.click(reload, outputs=styles, queue=False, api_visibility="private")
+    return styles
 
 
 def output_panel(tab: str):
@@ -149,7 +189,7 @@ def stream(worker: GenerationWorker, req):
 
 def build_txt2img(worker: GenerationWorker, default_size: int = 512):
     steps_proxy = gr.State(20)
-    prompt, negative, generate, paste = prompt_boxes("txt2img", worker, steps_proxy)
+    prompt, negative, generate, paste, styles = prompt_boxes("txt2img", worker, steps_proxy)
     last_seed = gr.State(-1)
     with gr.Row():
         with gr.Column(scale=1):
@@ -183,14 +223,14 @@ def build_txt2img(worker: GenerationWorker, default_size: int = 512):
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
     c.reuse_seed.click(lambda s: s, inputs=last_seed, outputs=c.seed, queue=False, api_visibility="private")
 
-    inputs = [prompt, negative] + c.common() + [enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, hr_x, hr_y,
+    inputs = [prompt, negative, styles] + c.common() + [enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, hr_x, hr_y,
                                                  hr_sampler, hr_prompt, hr_negative, refiner, switch_at]
 
-    def run(prompt_text, negative_text, *values):
+    def run(prompt_text, negative_text, style_names, *values):
         common, rest = list(values[:14]), values[14:]
         (enable, upscaler, hsteps, denoise, scale, rx, ry, hsampler, hprompt, hneg, refiner_ckpt, switch) = rest
         req = Txt2ImgRequest(prompt=prompt_text or "", negative_prompt=negative_text or "",
-                             **Controls.request_fields(common), enable_hr=bool(enable), hr_upscaler=upscaler,
+                             styles=list(style_names or []), **Controls.request_fields(common), enable_hr=bool(enable), hr_upscaler=upscaler,
                              hr_second_pass_steps=int(hsteps), denoising_strength=float(denoise),
                              hr_scale=float(scale), hr_resize_x=int(rx), hr_resize_y=int(ry),
                              hr_sampler_name=hsampler, hr_prompt=hprompt or "", hr_negative_prompt=hneg or "",
@@ -202,7 +242,8 @@ def build_txt2img(worker: GenerationWorker, default_size: int = 512):
                    concurrency_limit=1, concurrency_id="generate")
     prompt.submit(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_visibility="private",
                   concurrency_limit=1, concurrency_id="generate")
-    return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info, "paste": paste}
+    return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info, "paste": paste,
+            "styles": styles}
 
 
 def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
@@ -223,7 +264,7 @@ def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
 
 def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fields: bool = True):
     steps_proxy = gr.State(20)
-    prompt, negative, generate, paste = prompt_boxes("img2img", worker, steps_proxy)
+    prompt, negative, generate, paste, styles = prompt_boxes("img2img", worker, steps_proxy)
     last_seed = gr.State(-1)
     mode = gr.State("img2img")
     with gr.Row():
@@ -266,10 +307,10 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
     c.reuse_seed.click(lambda s: s, inputs=last_seed, outputs=c.seed, queue=False, api_visibility="private")
 
-    inputs = [prompt, negative, mode, init_image, inpaint, upload_image, upload_mask, batch_in, batch_out, batch_mask,
+    inputs = [prompt, negative, styles, mode, init_image, inpaint, upload_image, upload_mask, batch_in, batch_out, batch_mask,
               resize_mode, mask_blur, mask_mode, fill, area, padding, denoise] + c.common()
 
-    def run(prompt_text, negative_text, tab, image, editor, up_image, up_mask, b_in, b_out, b_mask, resize, blur,
+    def run(prompt_text, negative_text, style_names, tab, image, editor, up_image, up_mask, b_in, b_out, b_mask, resize, blur,
             invert, fill_mode, full_res, pad, strength, *common):
         mask = None
         if tab == "inpaint":
@@ -277,7 +318,8 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
         elif tab == "inpaint_upload":
             image, mask = up_image, up_mask
         fields = Controls.request_fields(list(common))
-        req = Img2ImgRequest(prompt=prompt_text or "", negative_prompt=negative_text or "", **fields,
+        req = Img2ImgRequest(prompt=prompt_text or "", negative_prompt=negative_text or "",
+                             styles=list(style_names or []), **fields,
                              init_images=[image] if image is not None else [], mask=mask, mask_blur=int(blur),
                              inpainting_mask_invert=bool(invert), inpainting_fill=int(fill_mode),
                              inpaint_full_res=bool(full_res), inpaint_full_res_padding=int(pad),
