@@ -146,3 +146,18 @@ def test_styles_save_and_apply(server, browser):
     page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value == 'a fox, watercolor'")
     assert page.locator("#txt2img_neg_prompt textarea").input_value() == "photo"
     page.close()
+
+
+def test_extras_upscales_a_picture(server, browser, tmp_path):
+    url, data = server
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "s.png")
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Extras").click()
+    page.locator("#extras_image input[type=file]").set_input_files(str(tmp_path / "s.png"))
+    page.wait_for_selector("#extras_image img")
+    page.locator("#extras_generate").click()
+    page.wait_for_function("document.querySelector('#html_info_extras').innerText.includes('Postprocess upscale by: 2')")
+    saved = sorted((data / "outputs" / "extras-images").rglob("*.png"))
+    assert Image.open(saved[-1]).size == (120, 80)
+    page.close()

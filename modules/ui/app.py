@@ -6,7 +6,7 @@ from collections.abc import Callable
 import gradio as gr
 
 from modules.model_manager import ModelManager
-from modules.ui import generation, paste, quicksettings, settings
+from modules.ui import extras, generation, paste, quicksettings, settings
 from modules.worker import GenerationWorker
 
 CSS = """
@@ -43,6 +43,8 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
                 t2i = generation.build_txt2img(worker, size)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 i2i = generation.build_img2img(worker, size, show_dir_fields)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                extras.build(worker.ctx.outputs_dir, show_dir_fields)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 paste.build_png_info({"txt2img": t2i, "img2img": i2i}, main_tabs)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):

@@ -1,0 +1,119 @@
+"""Extras: upscaling finished pictures (resize by a factor or to a size, two upscalers blended).
+
+Upscalers here are Pillow's filters; model upscalers (ESRGAN & co.) plug into the same table.
+The generation parameters an image carries are kept, with the upscale settings added, as A1111 does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from modules import images
+
+UPSCALERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST, "Bicubic": Image.BICUBIC}
+
+
+class PostprocessError(Exception):
+    """A request that cannot be carried out; the message is for the user."""
+
+
+@dataclass
+class ExtrasRequest:
+    resize_mode: int = 0  # 0: scale by, 1: scale to
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "Lanczos"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0.0
+    save: bool = True
+
+
+def target_size(req: ExtrasRequest, size: tuple[int, int]) -> tuple[int, int]:
+    if req.resize_mode == 1:
+        return int(req.upscaling_resize_w), int(req.upscaling_resize_h)
+    if req.upscaling_resize <= 0:
+        raise PostprocessError("the scale factor must be above 0")
+    return round(size[0] * req.upscaling_resize), round(size[1] * req.upscaling_resize)
+
+
+def _resize(image: Image.Image, upscaler: str, size: tuple[int, int]) -> Image.Image:
+    if upscaler not in UPSCALERS:
+        raise PostprocessError(f"unknown upscaler {upscaler!r}; choose one of {', '.join(UPSCALERS)}")
+    flt = UPSCALERS[upscaler]
+    return image if flt is None else image.resize(size, flt)
+
+
+def upscale(image: Image.Image, req: ExtrasRequest) -> tuple[Image.Image, dict]:
+    """The upscaled picture and the parameters to add to its infotext."""
+    w, h = target_size(req, image.size)
+    if w < 1 or h < 1 or w * h > 16384 * 16384:
+        raise PostprocessError(f"target size {w}x{h} is out of range")
+    source = image.convert("RGB")
+    if req.resize_mode == 1 and req.upscaling_crop:
+        # scale to cover the target, then crop the middle (keeps the aspect ratio)
+        ratio = max(w / source.width, h / source.height)
+        cover = (max(w, round(source.width * ratio)), max(h, round(source.height * ratio)))
+        first = _resize(source, req.upscaler_1, cover)
+        if first.size != cover:
+            first = first.resize(cover, Image.LANCZOS)
+        left, top = (cover[0] - w) // 2, (cover[1] - h) // 2
+        result = first.crop((left, top, left + w, top + h))
+        second_src = (source, cover, (left, top, left + w, top + h))
+    else:
+        result = _resize(source, req.upscaler_1, (w, h))
+        if result.size != (w, h):  # upscaler "None": only the second one, or nothing
+            result = result.resize((w, h), Image.LANCZOS)
+        second_src = (source, (w, h), None)
+    params = {"Postprocess upscale by" if req.resize_mode == 0 else "Postprocess upscale to":
+              req.upscaling_resize if req.resize_mode == 0 else f"{w}x{h}",
+              "Postprocess upscaler": req.upscaler_1}
+    if req.upscaler_2 != "None" and req.extras_upscaler_2_visibility > 0:
+        src, size, crop = second_src
+        second = _resize(src, req.upscaler_2, size)
+        if crop:
+            second = second.crop(crop)
+        result = Image.blend(result, second, req.extras_upscaler_2_visibility)
+        params["Postprocess upscaler 2"] = req.upscaler_2
+    return result, params
+
+
+def _merged_infotext(original: str | None, params: dict) -> str:
+    extra = ", ".join(f"{k}: {v}" for k, v in params.items())
+    if not original:
+        return extra
+    return f"{original}, {extra}" if "\n" in original else f"{original}\n{extra}"
+
+
+def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Path
+               ) -> tuple[list[Image.Image], list[str], list[Path]]:
+    """Upscale each picture; saved under outputs/extras-images/DATE when `req.save`."""
+    results, texts, paths = [], [], []
+    for picture in pictures:
+        image, params = upscale(picture, req)
+        text = _merged_infotext(images.read_infotext(picture), params)
+        results.append(image)
+        texts.append(text)
+        if req.save:
+            paths.append(images.save_image(image, images.dated_folder(outputs_dir, "extras-images"), None, text))
+    return results, texts, paths
+
+
+def pictures_in(folder: Path) -> tuple[list[Image.Image], list[str]]:
+    """The readable pictures of a folder (sorted), and a message for each file that is not one."""
+    if not folder.is_dir():
+        raise PostprocessError(f"{folder} is not a folder")
+    pictures, problems = [], []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
+            continue
+        try:
+            with Image.open(path) as im:
+                im.load()
+                pictures.append(im.copy())
+        except OSError as e:
+            problems.append(f"{path.name}: not a readable image ({e})")
+    return pictures, problems

@@ -1,0 +1,84 @@
+"""The Extras tab: upscale one picture, several, or a folder."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from modules.postprocessing import UPSCALERS, ExtrasRequest, PostprocessError, pictures_in, run_extras
+
+
+def build(outputs_dir: Path, show_dir_fields: bool) -> None:
+    with gr.Row():
+        with gr.Column():
+            mode = gr.State("single")
+            with gr.Tabs(elem_id="mode_extras"):
+                with gr.Tab("Single Image", elem_id="extras_single_tab") as t1:
+                    image = gr.Image(label="Source", type="pil", elem_id="extras_image", height=360)
+                with gr.Tab("Batch Process", elem_id="extras_batch_process_tab") as t2:
+                    files = gr.File(label="Batch Process", file_count="multiple", elem_id="extras_image_batch")
+                with gr.Tab("Batch from Directory", elem_id="extras_batch_directory_tab",
+                            visible=show_dir_fields) as t3:
+                    input_dir = gr.Textbox(label="Input directory", elem_id="extras_batch_input_dir")
+                    output_dir = gr.Textbox(label="Output directory (empty: outputs/extras-images)",
+                                            elem_id="extras_batch_output_dir")
+            for tab, name in ((t1, "single"), (t2, "batch"), (t3, "directory")):
+                tab.select(lambda n=name: n, outputs=mode, queue=False, api_visibility="private")
+            resize_mode = gr.State(0)
+            with gr.Tabs():
+                with gr.Tab("Scale by", elem_id="extras_scale_by_tab") as by:
+                    factor = gr.Slider(1, 8, value=2, step=0.05, label="Resize", elem_id="extras_upscaling_resize")
+                with gr.Tab("Scale to", elem_id="extras_scale_to_tab") as to:
+                    with gr.Row():
+                        width = gr.Slider(64, 8192, value=1024, step=8, label="Width",
+                                          elem_id="extras_upscaling_resize_w")
+                        height = gr.Slider(64, 8192, value=1024, step=8, label="Height",
+                                           elem_id="extras_upscaling_resize_h")
+                    crop = gr.Checkbox(True, label="Crop to fit", elem_id="extras_upscaling_crop")
+            by.select(lambda: 0, outputs=resize_mode, queue=False, api_visibility="private")
+            to.select(lambda: 1, outputs=resize_mode, queue=False, api_visibility="private")
+            with gr.Row():
+                upscaler_1 = gr.Dropdown(list(UPSCALERS), value="Lanczos", label="Upscaler 1",
+                                         elem_id="extras_upscaler_1")
+                upscaler_2 = gr.Dropdown(list(UPSCALERS), value="None", label="Upscaler 2",
+                                         elem_id="extras_upscaler_2")
+                visibility = gr.Slider(0, 1, value=0, step=0.001, label="Upscaler 2 visibility",
+                                       elem_id="extras_upscaler_2_visibility")
+            run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
+        with gr.Column():
+            gallery = gr.Gallery(label="Result", elem_id="extras_gallery", columns=2, height=480)
+            info = gr.HTML(elem_id="html_info_extras")
+
+    def process(tab, single, many, in_dir, out_dir, rmode, by_factor, w, h, do_crop, up1, up2, vis):
+        req = ExtrasRequest(resize_mode=int(rmode), upscaling_resize=float(by_factor), upscaling_resize_w=int(w),
+                            upscaling_resize_h=int(h), upscaling_crop=bool(do_crop), upscaler_1=up1,
+                            upscaler_2=up2, extras_upscaler_2_visibility=float(vis))
+        problems: list[str] = []
+        try:
+            if tab == "single":
+                pictures = [single] if single is not None else []
+            elif tab == "batch":
+                pictures = []
+                for f in many or []:
+                    try:
+                        with Image.open(f if isinstance(f, str) else f.name) as im:
+                            im.load()
+                            pictures.append(im.copy())
+                    except OSError as e:
+                        problems.append(f"{Path(str(f)).name}: not a readable image ({e})")
+            else:
+                pictures, problems = pictures_in(Path(in_dir or ""))
+            if not pictures:
+                raise PostprocessError("no picture to process")
+            target = Path(out_dir) if tab == "directory" and out_dir else outputs_dir
+            results, texts, _ = run_extras(pictures, req, target)
+        except PostprocessError as e:
+            return gr.skip(), f"<p class='error'>❌ {html.escape(str(e))}</p>"
+        notes = "".join(f"<p class='warning'>⚠️ {html.escape(p)}</p>" for p in problems)
+        return results, f"<p>{html.escape(texts[0]).replace(chr(10), '<br>')}</p>{notes}"
+
+    run.click(process, inputs=[mode, image, files, input_dir, output_dir, resize_mode, factor, width, height, crop,
+                               upscaler_1, upscaler_2, visibility], outputs=[gallery, info], api_name="extras",
+              concurrency_limit=1, concurrency_id="generate")
