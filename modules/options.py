@@ -46,6 +46,8 @@ class Options:
     return_grid: bool = True
     outdir_txt2img_samples: str = ""  # empty: outputs/txt2img-images
     outdir_img2img_samples: str = ""
+    # user interface
+    localization: str = "None"  # a file name (without .json) in localizations/
     # progress
     live_previews_enable: bool = True
     show_progress_every_n_steps: int = 10

@@ -1,5 +1,6 @@
 """The page in a real browser (Debian's Chromium driven by Playwright): type, generate, read back."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -160,4 +161,28 @@ def test_extras_upscales_a_picture(server, browser, tmp_path):
     page.wait_for_function("document.querySelector('#html_info_extras').innerText.includes('Postprocess upscale by: 2')")
     saved = sorted((data / "outputs" / "extras-images").rglob("*.png"))
     assert Image.open(saved[-1]).size == (120, 80)
+    page.close()
+
+
+def test_chinese_localization(server, browser):
+    url, data = server
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Settings").click()
+    page.locator("#setting_localization input").click()
+    page.get_by_role("option", name="zh_CN").click()
+    page.locator("#settings_submit").click()
+    page.wait_for_function("document.querySelector('#settings_result').innerText.includes('changed')")
+    page.reload()
+    page.get_by_role("tab", name="文生图").wait_for(timeout=30_000)
+    assert page.get_by_role("tab", name="图生图").is_visible()
+    assert page.locator("#txt2img_generate").inner_text().strip() == "生成"
+    assert "反向提示词" in page.locator("#txt2img_neg_prompt").inner_text()
+    page.screenshot(path=str(data / "zh_CN.png"))
+    # back to English for the other tests
+    page.get_by_role("tab", name="设置").click()
+    page.locator("#setting_localization input").click()
+    page.get_by_role("option", name=re.compile("^(None|无)$")).click()
+    page.locator("#settings_submit").click()
+    page.wait_for_function("document.querySelector('#settings_result').innerText.includes('changed')")
     page.close()

@@ -42,6 +42,7 @@ LABELS: dict[str, tuple[str, list | None]] = {
     "return_grid": ("Show grid in gallery", None),
     "outdir_txt2img_samples": ("Output directory for txt2img images (empty: outputs/txt2img-images)", None),
     "outdir_img2img_samples": ("Output directory for img2img images (empty: outputs/img2img-images)", None),
+    "localization": ("Localization (reload the page after applying)", None),
     "live_previews_enable": ("Show live previews of the created image", None),
     "show_progress_every_n_steps": ("Live preview display period (steps; 0 = off)", None),
 }
@@ -49,7 +50,8 @@ HIDDEN = {"sd_model_checkpoint", "sd_vae"}  # set from the top bar
 DIR_FIELDS = {"outdir_txt2img_samples", "outdir_img2img_samples"}
 
 
-def build(options: Options, save: Callable[[], None], frozen: bool, show_dir_fields: bool) -> None:
+def build(options: Options, save: Callable[[], None], frozen: bool, show_dir_fields: bool,
+          localizations: list[str]) -> None:
     controls: dict[str, gr.components.Component] = {}
     if frozen:
         gr.Markdown("Settings are frozen (--freeze-settings): they can be read but not changed here.")
@@ -60,6 +62,8 @@ def build(options: Options, save: Callable[[], None], frozen: bool, show_dir_fie
         if f.name in HIDDEN or (f.name in DIR_FIELDS and not show_dir_fields):
             continue
         label, choices = LABELS.get(f.name, (f.name, None))
+        if f.name == "localization":
+            choices = ["None"] + localizations
         value = getattr(options, f.name)
         kwargs = dict(label=label, value=value, elem_id=f"setting_{f.name}", interactive=not frozen)
         if choices:
