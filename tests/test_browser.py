@@ -186,3 +186,45 @@ def test_chinese_localization(server, browser):
     page.locator("#settings_submit").click()
     page.wait_for_function("document.querySelector('#settings_result').innerText.includes('changed')")
     page.close()
+
+
+def test_send_to_img2img_and_paint_an_inpaint_mask(server, browser):
+    url, data = server
+    page = browser.new_page(viewport={"width": 1300, "height": 1100})
+    page.goto(url)
+    page.locator("#txt2img_prompt textarea").fill("a blue square")
+    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 3)):
+        set_number(page, elem_id, value)
+    page.locator("#txt2img_seed input").fill("77")
+    page.locator("#txt2img_generate").click()
+    page.wait_for_function("document.querySelector('#html_info_txt2img').innerText.includes('Seed: 77')",
+                           timeout=120_000)
+    page.locator("#txt2img_send_to_img2img").click()
+    page.wait_for_selector("#img2img_image img")
+    assert page.locator("#img2img_prompt textarea").input_value() == "a blue square"
+    assert page.locator("#img2img_seed input").input_value() == "77"
+
+    page.locator("#txt2img_send_to_inpaint").evaluate("b => b.click()")  # the button sits on the hidden tab
+    canvas = page.locator("#img2maskimg canvas").first
+    canvas.wait_for()
+    page.locator("#img2maskimg button[aria-label*='rush'], #img2maskimg button[title*='rush']").first.click()
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 20, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 20, cy, steps=8)
+    page.mouse.up()
+    for elem_id, value in (("img2img_width", 64), ("img2img_height", 64), ("img2img_steps", 3)):
+        set_number(page, elem_id, value)
+    page.locator("#img2img_mask_blur input[type=number]").fill("0")
+    page.locator("#img2img_generate").click()
+    page.wait_for_function("document.querySelector('#html_info_img2img').innerText.includes('Mask blur: 0')",
+                           timeout=120_000)
+    saved = sorted((data / "outputs" / "img2img-images").rglob("*.png"))
+    source = sorted((data / "outputs" / "txt2img-images").rglob("*-77.png"))[-1]
+    a = np.asarray(Image.open(saved[-1]).convert("RGB"), dtype=int)
+    b = np.asarray(Image.open(source).convert("RGB"), dtype=int)
+    changed = np.abs(a - b).sum(axis=2) > 0
+    # only where the stroke went (a wide brush on a 64-pixel picture) did pixels change; the rest is exact
+    assert 0.05 < changed.mean() < 0.95 and not changed[0].any() and not changed[-1].any()
+    page.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import gradio as gr
+from PIL import Image
 
 from modules.localization import list_localizations, load_localization
 from modules.model_manager import ModelManager
@@ -66,6 +67,47 @@ document.addEventListener('keydown', (e) => {
 """
 
 
+def _picked(gallery_value, index: int, last: dict):
+    """The picture selected in a gallery (first if none) and its infotext."""
+    if not gallery_value:
+        return None, ""
+    index = min(max(int(index or 0), 0), len(gallery_value) - 1)
+    item = gallery_value[index]
+    image = item[0] if isinstance(item, (list, tuple)) else getattr(item, "image", item)
+    if not isinstance(image, Image.Image):
+        image = Image.open(getattr(image, "path", image))
+    texts = (last or {}).get("infotexts") or [""]
+    return image, texts[min(index, len(texts) - 1)]
+
+
+def _wire_send_buttons(source: dict, i2i: dict, extras_image: gr.Image, main_tabs: gr.Tabs) -> None:
+    """Send to img2img / inpaint (picture and parameters) / extras (picture)."""
+    inputs = [source["gallery"], source["selected"], source["last"]]
+
+    def to_img2img(gallery_value, index, last):
+        image, text = _picked(gallery_value, index, last)
+        return [image, *paste.values_from_infotext(text), gr.Tabs(selected="img2img"), gr.Tabs(selected="img2img"),
+                "img2img"]
+
+    def to_inpaint(gallery_value, index, last):
+        image, text = _picked(gallery_value, index, last)
+        editor = {"background": image, "layers": [], "composite": image} if image is not None else None
+        return [editor, *paste.values_from_infotext(text), gr.Tabs(selected="img2img"), gr.Tabs(selected="inpaint"),
+                "inpaint"]
+
+    def to_extras(gallery_value, index, last):
+        image, _ = _picked(gallery_value, index, last)
+        return image, gr.Tabs(selected="extras")
+
+    fields = paste.paste_outputs(i2i)
+    source["send"]["img2img"].click(to_img2img, inputs=inputs, outputs=[i2i["image"], *fields, main_tabs, i2i["tabs"], i2i["mode"]],
+                                    api_visibility="private")
+    source["send"]["inpaint"].click(to_inpaint, inputs=inputs, outputs=[i2i["inpaint"], *fields, main_tabs, i2i["tabs"], i2i["mode"]],
+                                    api_visibility="private")
+    source["send"]["extras"].click(to_extras, inputs=inputs, outputs=[extras_image, main_tabs],
+                                   api_visibility="private")
+
+
 def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Callable[[], None],
               show_dir_fields: bool = True, freeze_settings: bool = False) -> gr.Blocks:
     current = manager.current
@@ -78,7 +120,7 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 i2i = generation.build_img2img(worker, size, show_dir_fields)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
-                extras.build(worker.ctx.outputs_dir, show_dir_fields)
+                extras_image = extras.build(worker.ctx.outputs_dir, show_dir_fields)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 paste.build_png_info({"txt2img": t2i, "img2img": i2i}, main_tabs)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
@@ -86,6 +128,7 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
                                list_localizations(LOCALIZATION_DIRS))
         for tab in (t2i, i2i):
             paste.wire_paste_button(tab)
+            _wire_send_buttons(tab, i2i, extras_image, main_tabs)
         translations = gr.JSON(visible=False)
         demo.load(lambda: load_localization(LOCALIZATION_DIRS, manager.options.localization), outputs=translations,
                   api_visibility="private"

@@ -10,13 +10,14 @@ from PIL import Image
 from modules.postprocessing import UPSCALERS, ExtrasRequest, PostprocessError, pictures_in, run_extras
 
 
-def build(outputs_dir: Path, show_dir_fields: bool) -> None:
+def build(outputs_dir: Path, show_dir_fields: bool) -> gr.Image:
+    """Build the tab; returns the source image control (a target of "Send to extras")."""
     with gr.Row():
         with gr.Column():
             mode = gr.State("single")
             with gr.Tabs(elem_id="mode_extras"):
                 with gr.Tab("Single Image", elem_id="extras_single_tab") as t1:
-                    image = gr.Image(label="Source", type="pil", elem_id="extras_image", height=360)
+                    image = gr.Image(label="Source", type="pil", elem_id="extras_image", height=360, format="png")
                 with gr.Tab("Batch Process", elem_id="extras_batch_process_tab") as t2:
                     files = gr.File(label="Batch Process", file_count="multiple", elem_id="extras_image_batch")
                 with gr.Tab("Batch from Directory", elem_id="extras_batch_directory_tab",
@@ -48,7 +49,7 @@ def build(outputs_dir: Path, show_dir_fields: bool) -> None:
                                        elem_id="extras_upscaler_2_visibility")
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
         with gr.Column():
-            gallery = gr.Gallery(label="Result", elem_id="extras_gallery", columns=2, height=480)
+            gallery = gr.Gallery(label="Result", elem_id="extras_gallery", columns=2, height=480, format="png")
             info = gr.HTML(elem_id="html_info_extras")
 
     def process(tab, single, many, in_dir, out_dir, rmode, by_factor, w, h, do_crop, up1, up2, vis):
@@ -82,3 +83,4 @@ def build(outputs_dir: Path, show_dir_fields: bool) -> None:
     run.click(process, inputs=[mode, image, files, input_dir, output_dir, resize_mode, factor, width, height, crop,
                                upscaler_1, upscaler_2, visibility], outputs=[gallery, info], api_name="extras",
               concurrency_limit=1, concurrency_id="generate")
+    return image

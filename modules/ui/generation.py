@@ -162,9 +162,20 @@ def _styles_controls(tab: str, worker: GenerationWorker, prompt: gr.Textbox, neg
 def output_panel(tab: str):
     with gr.Column(elem_id=f"{tab}_results"):
         progress = gr.HTML("", elem_id=f"{tab}_progress")
-        gallery = gr.Gallery(label="Output", elem_id=f"{tab}_gallery", columns=2, height=520, preview=True)
+        gallery = gr.Gallery(label="Output", elem_id=f"{tab}_gallery", columns=2, height=520, preview=True,
+                             format="png")  # lossless, so "Send to" hands on the exact pixels
+        with gr.Row():
+            send = {target: gr.Button(label, elem_id=f"{tab}_send_to_{target}", size="sm")
+                    for target, label in (("img2img", "Send to img2img"), ("inpaint", "Send to inpaint"),
+                                          ("extras", "Send to extras"))}
         info = gr.HTML("", elem_id=f"html_info_{tab}")
-    return progress, gallery, info
+    selected = gr.State(0)
+    gallery.select(_selected_index, outputs=selected, queue=False, api_visibility="private")
+    return progress, gallery, info, send, selected
+
+
+def _selected_index(evt: gr.SelectData) -> int:
+    return int(evt.index)
 
 
 def stream(worker: GenerationWorker, req):
@@ -176,8 +187,9 @@ def stream(worker: GenerationWorker, req):
                 yield progress_html(item), preview, gr.skip(), gr.skip()
             else:
                 gallery = ([item.grid] if item.grid is not None else []) + item.images
-                seed = item.seeds[0] if item.seeds else -1
-                yield "", gallery, infotext_html(item), seed
+                texts = ([item.infotexts[0]] if item.grid is not None and item.infotexts else []) + item.infotexts
+                last = {"seed": item.seeds[0] if item.seeds else -1, "infotexts": texts}
+                yield "", gallery, infotext_html(item), last
     except GenerationError as e:
         yield "", gr.skip(), f"<p class='error'>❌ {html.escape(str(e))}</p>", gr.skip()
     except Exception as e:  # a bug or the device failing: say so, keep the page and the server alive
@@ -190,7 +202,7 @@ def stream(worker: GenerationWorker, req):
 def build_txt2img(worker: GenerationWorker, default_size: int = 512):
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste, styles = prompt_boxes("txt2img", worker, steps_proxy)
-    last_seed = gr.State(-1)
+    last_seed = gr.State({})
     with gr.Row():
         with gr.Column(scale=1):
             c = Controls("txt2img", default_size)
@@ -219,9 +231,10 @@ def build_txt2img(worker: GenerationWorker, default_size: int = 512):
                                       elem_id="txt2img_refiner_switch_at")
             gr.Dropdown(["None"], value="None", label="Script", elem_id="txt2img_script")
         with gr.Column(scale=1):
-            progress, gallery, info = output_panel("txt2img")
+            progress, gallery, info, send, selected = output_panel("txt2img")
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
-    c.reuse_seed.click(lambda s: s, inputs=last_seed, outputs=c.seed, queue=False, api_visibility="private")
+    c.reuse_seed.click(lambda last: (last or {}).get("seed", -1), inputs=last_seed, outputs=c.seed, queue=False,
+                       api_visibility="private")
 
     inputs = [prompt, negative, styles] + c.common() + [enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, hr_x, hr_y,
                                                  hr_sampler, hr_prompt, hr_negative, refiner, switch_at]
@@ -243,7 +256,7 @@ def build_txt2img(worker: GenerationWorker, default_size: int = 512):
     prompt.submit(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_visibility="private",
                   concurrency_limit=1, concurrency_id="generate")
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info, "paste": paste,
-            "styles": styles}
+            "styles": styles, "send": send, "selected": selected, "last": last_seed}
 
 
 def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
@@ -265,21 +278,21 @@ def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
 def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fields: bool = True):
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste, styles = prompt_boxes("img2img", worker, steps_proxy)
-    last_seed = gr.State(-1)
+    last_seed = gr.State({})
     mode = gr.State("img2img")
     with gr.Row():
         with gr.Column(scale=1):
             with gr.Tabs(elem_id="mode_img2img") as tabs:
                 with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as t1:
-                    init_image = gr.Image(label="Image for img2img", type="pil", elem_id="img2img_image",
+                    init_image = gr.Image(label="Image for img2img", type="pil", elem_id="img2img_image", format="png",
                                           height=400)
                 with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as t2:
-                    inpaint = gr.ImageEditor(label="Image for inpainting with mask", type="pil",
+                    inpaint = gr.ImageEditor(label="Image for inpainting with mask", type="pil", format="png",
                                              elem_id="img2maskimg", height=400,
                                              brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
                 with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as t3:
-                    upload_image = gr.Image(label="Image", type="pil", elem_id="img_inpaint_base")
-                    upload_mask = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", image_mode="L")
+                    upload_image = gr.Image(label="Image", type="pil", elem_id="img_inpaint_base", format="png")
+                    upload_mask = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", image_mode="L", format="png")
                 with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab", visible=show_dir_fields) as t4:
                     batch_in = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
                     batch_out = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
@@ -303,9 +316,10 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
             denoise = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
                                 elem_id="img2img_denoising_strength")
         with gr.Column(scale=1):
-            progress, gallery, info = output_panel("img2img")
+            progress, gallery, info, send, selected = output_panel("img2img")
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
-    c.reuse_seed.click(lambda s: s, inputs=last_seed, outputs=c.seed, queue=False, api_visibility="private")
+    c.reuse_seed.click(lambda last: (last or {}).get("seed", -1), inputs=last_seed, outputs=c.seed, queue=False,
+                       api_visibility="private")
 
     inputs = [prompt, negative, styles, mode, init_image, inpaint, upload_image, upload_mask, batch_in, batch_out, batch_mask,
               resize_mode, mask_blur, mask_mode, fill, area, padding, denoise] + c.common()
@@ -335,7 +349,8 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
     generate.click(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_name="img2img",
                    concurrency_limit=1, concurrency_id="generate")
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info,
-            "image": init_image, "tabs": tabs, "paste": paste}
+            "image": init_image, "inpaint": inpaint, "tabs": tabs, "mode": mode, "paste": paste, "send": send,
+            "selected": selected, "last": last_seed}
 
 
 def _batch(worker: GenerationWorker, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str):
@@ -352,4 +367,5 @@ def _batch(worker: GenerationWorker, req: Img2ImgRequest, input_dir: str, output
     except GenerationError as e:
         yield "", gr.skip(), f"<p class='error'>❌ {html.escape(str(e))}</p>", gr.skip()
         return
-    yield "", result.images, infotext_html(result), result.seeds[0] if result.seeds else -1
+    yield "", result.images, infotext_html(result), {"seed": result.seeds[0] if result.seeds else -1,
+                                                     "infotexts": result.infotexts}
