@@ -149,10 +149,6 @@ class ModelManager:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def unload_all(self) -> None:
-        with self._lock:
-            self._evict(keep=0)
-
     # ---- VAE -----------------------------------------------------------------------------
     def set_vae(self, choice: str) -> LoadedModel | None:
         """Switch the current model's VAE without reloading the checkpoint; remembered as a setting."""

@@ -38,7 +38,6 @@ class GenerationState:
         self._job_count = 0
         self._step = 0
         self._steps = 0
-        self._passes_done = 0.0
         self._started = 0.0
         self._preview: Image.Image | None = None
         self._preview_id = 0

@@ -200,6 +200,17 @@ def load_tokenizer(te: TextEncoderSpec):
     return CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), local_files_only=True, pad_token=te.pad_token)
 
 
+def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """For models trained with zero terminal SNR (Lin et al. 2024): shift and scale sqrt(alpha_bar) so the
+    last step is pure noise, keeping a tiny final alpha_bar (A1111's value) so the largest sigma stays finite."""
+    s = alphas_cumprod.double().sqrt()
+    first, last = s[0].clone(), s[-1].clone()
+    s = (s - last) * first / (first - last)
+    out = s ** 2
+    out[-1] = 4.8973451890853435e-08
+    return out.float()
+
+
 def default_alphas_cumprod() -> torch.Tensor:
     """The 'scaled linear' beta schedule all SD1/SD2/SDXL models were trained with."""
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
@@ -242,6 +253,8 @@ def load_model(file: ModelFile, policy: DevicePolicy, *, allow_unsafe_pickle: bo
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise CheckpointError(path, f"weights do not fit the detected {spec.label} model: {e}") from e
     alphas = sd["alphas_cumprod"].float() if "alphas_cumprod" in sd else default_alphas_cumprod()
+    if spec.zero_terminal_snr:
+        alphas = rescale_zero_terminal_snr(alphas)
     del sd
     components = {"unet": unet, "vae": vae, **{f"text_encoder_{i}": m for i, m in enumerate(text_encoders)}}
     model = LoadedModel(file=file, spec=spec, policy=policy, unet=unet, vae=vae, text_encoders=text_encoders,

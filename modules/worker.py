@@ -18,24 +18,12 @@ class GenerationWorker:
     def __init__(self, ctx: ProcessingContext):
         self.ctx = ctx
         self._lock = threading.Lock()  # the running job; others wait their turn
-        self._waiting = 0
-        self._count_lock = threading.Lock()
-
-    @property
-    def queue_length(self) -> int:
-        return self._waiting
 
     def run(self, req: Txt2ImgRequest) -> GenerationResult:
-        with self._count_lock:
-            self._waiting += 1
-        try:
-            with self._lock:
-                if isinstance(req, Img2ImgRequest):
-                    return process_img2img(req, self.ctx)
-                return process_txt2img(req, self.ctx)
-        finally:
-            with self._count_lock:
-                self._waiting -= 1
+        with self._lock:
+            if isinstance(req, Img2ImgRequest):
+                return process_img2img(req, self.ctx)
+            return process_txt2img(req, self.ctx)
 
     def run_streaming(self, req: Txt2ImgRequest, poll_seconds: float = 0.5
                       ) -> Iterator[ProgressSnapshot | GenerationResult]:

@@ -119,6 +119,17 @@ def test_v_prediction_marker_key_and_yaml(tmp_path, cpu_policy):
     assert load(plain, cpu_policy).spec.prediction == "eps"  # a yaml without parameterization means eps
 
 
+def test_zero_terminal_snr_marker_rescales_the_schedule(tmp_path, cpu_policy):
+    sd = L.materialize(L.TINY_SD1.shapes(), seed=0)
+    sd["ztsnr"] = torch.tensor([])
+    save_file(sd, str(tmp_path / "ztsnr.safetensors"))
+    model = load(tmp_path / "ztsnr.safetensors", cpu_policy)
+    plain = load(L.write_checkpoint(tmp_path / "plain.safetensors", L.TINY_SD1), cpu_policy)
+    assert model.spec.zero_terminal_snr and not plain.spec.zero_terminal_snr
+    sigma_max = ((1 - model.alphas_cumprod[-1]) / model.alphas_cumprod[-1]).sqrt()
+    assert 4000 < sigma_max < 5000 and torch.allclose(model.alphas_cumprod[0], plain.alphas_cumprod[0])
+
+
 class _StandInUNet(torch.nn.Module):
     """Answers at t=999 the way a trained eps model (returns the noise) or v model (returns about
     minus a clean latent, plus a little noise) does."""

@@ -8,6 +8,7 @@ import gradio as gr
 
 from modules.options import Options
 from modules.processing import VERSION
+from modules.text_conditioning import EMPHASIS_MODES
 
 # label, and choices for the fields that have a fixed set of values
 LABELS: dict[str, tuple[str, list | None]] = {
@@ -16,7 +17,7 @@ LABELS: dict[str, tuple[str, list | None]] = {
     "sd_checkpoints_limit": ("Maximum number of checkpoints loaded at the same time", None),
     "fp8_storage": ("FP8 weight (UNet stored in 8 bits)", ["Disable", "Enable for SDXL", "Enable"]),
     "CLIP_stop_at_last_layers": ("Clip skip", None),
-    "emphasis": ("Emphasis mode", ["Original", "No norm", "None"]),
+    "emphasis": ("Emphasis mode", list(EMPHASIS_MODES)),
     "comma_padding_backtrack": ("Prompt word wrap length limit (tokens moved to the next chunk at a comma)", None),
     "sdxl_clip_l_skip": ("Clip skip for SDXL's CLIP-L too", None),
     "use_old_scheduling": ("Use old prompt editing timelines", None),
