@@ -466,16 +466,18 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=None, help="data set size (default 8000, quick 2000)")
     ap.add_argument("--vae-steps", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None, help="diffusion training steps")
-    ap.add_argument("--batch", type=int, default=48)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores; use 1 on a busy machine, where OpenMP threads "
+                         "waiting for each other slow training several-fold)")
     args = ap.parse_args(argv)
     quick = args.quick
     n_images = args.images or (2000 if quick else 8000)
     vae_steps = args.vae_steps if args.vae_steps is not None else (60 if quick else 250)
-    steps = args.steps if args.steps is not None else (100 if quick else 700)
+    steps = args.steps if args.steps is not None else (100 if quick else 500)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # denormal floats in small weights slow CPU maths badly
     torch.manual_seed(args.seed)
     started = time.perf_counter()
 
