@@ -248,6 +248,18 @@ class Job:
         self.applied_loras: list = []
         self.refiner_info: dict = {}
 
+    def batches(self):
+        """(batch number, first index, seeds, subseeds, prompts without LoRA tags, negatives) per batch, on the
+        chosen model, with the batch's LoRAs applied; stops early when interrupted."""
+        req = self.req
+        for n in range(req.n_iter):
+            if self.ctx.state.interrupted:
+                return
+            lo, hi = n * req.batch_size, (n + 1) * req.batch_size
+            self.back_to_base()
+            prompts = self._apply_networks(self.all_prompts[lo:hi])
+            yield n, lo, self.all_seeds[lo:hi], self.all_subseeds[lo:hi], prompts, self.all_negative[lo:hi]
+
     def back_to_base(self) -> None:
         """After a batch finished on the refiner, the next one starts on the chosen model again."""
         if self.refiner_info:
@@ -485,15 +497,8 @@ def process_txt2img(req: Txt2ImgRequest, ctx: ProcessingContext) -> GenerationRe
     state.begin(req.n_iter * (2 if req.enable_hr else 1), text="txt2img")
     try:
         with _Tiling(model, req.tiling):
-            for n in range(req.n_iter):
-                if state.interrupted:
-                    break
-                lo, hi = n * req.batch_size, (n + 1) * req.batch_size
-                seeds, subseeds = job.all_seeds[lo:hi], job.all_subseeds[lo:hi]
-                job.back_to_base()
+            for n, lo, seeds, subseeds, prompts, negatives in job.batches():
                 model = job.model
-                prompts = job._apply_networks(job.all_prompts[lo:hi])
-                negatives = job.all_negative[lo:hi]
                 state.begin_pass(req.steps, job_no=n * (2 if req.enable_hr else 1))
                 c, uc = job.conds(prompts, negatives, _total_steps(job.sampler, req.steps))
                 f = model.latent_scale
@@ -624,13 +629,7 @@ def process_img2img(req: Img2ImgRequest, ctx: ProcessingContext) -> GenerationRe
     state.begin(req.n_iter, text="img2img")
     try:
         with _Tiling(model, req.tiling):
-            for n in range(req.n_iter):
-                if state.interrupted:
-                    break
-                lo, hi = n * req.batch_size, (n + 1) * req.batch_size
-                seeds, subseeds = job.all_seeds[lo:hi], job.all_subseeds[lo:hi]
-                prompts = job._apply_networks(job.all_prompts[lo:hi])
-                negatives = job.all_negative[lo:hi]
+            for n, lo, seeds, subseeds, prompts, negatives in job.batches():
                 state.begin_pass(req.steps, job_no=n)
                 images_out = _img2img_batch(job, init_src, mask_full, prompts, negatives, seeds, subseeds)
                 if state.skipped and not state.interrupted:
