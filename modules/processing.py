@@ -270,8 +270,7 @@ class Job:
 
     # ---- conditioning ----
     def _context_key(self) -> tuple:
-        lora_key = self.ctx.loras.signature(self.model) if self.ctx.loras is not None and hasattr(
-            self.ctx.loras, "signature") else ()
+        lora_key = self.ctx.loras.signature(self.model) if self.ctx.loras is not None else ()
         emb_key = tuple(sorted((name, id(e)) for name, e in self.embeddings.items()))
         return (id(self.model), self.encode_settings, emb_key, lora_key)
 
@@ -424,7 +423,7 @@ class Job:
         if self.applied_loras:
             params["Lora hashes"] = ", ".join(f"{t.name}: {self.ctx.loras.short_hash(t.name)}"
                                               for t in self.applied_loras
-                                              if hasattr(self.ctx.loras, "short_hash")) or None
+                                              ) or None
         if opts.emphasis != "Original":
             params["Emphasis"] = opts.emphasis
         params["Version"] = VERSION

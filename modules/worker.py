@@ -18,6 +18,7 @@ class GenerationWorker:
     def __init__(self, ctx: ProcessingContext):
         self.ctx = ctx
         self._lock = threading.Lock()  # the running job; others wait their turn
+        self._counter: tuple[tuple, PromptTokenizer] | None = None  # reused while model and embeddings stay
 
     def run(self, req: Txt2ImgRequest) -> GenerationResult:
         with self._lock:
@@ -63,8 +64,10 @@ class GenerationWorker:
         embeddings = {}
         if self.ctx.embeddings is not None:
             embeddings, _ = self.ctx.embeddings.for_model(model.spec)
-        tokenizer = PromptTokenizer(model.tokenizers[0], embeddings)
-        return prompt_token_count(tokenizer, prompt, steps, is_negative)
+        key = (id(model), tuple(sorted((name, id(e)) for name, e in embeddings.items())))
+        if self._counter is None or self._counter[0] != key:  # called on every keystroke: build it once
+            self._counter = (key, PromptTokenizer(model.tokenizers[0], embeddings))
+        return prompt_token_count(self._counter[1], prompt, steps, is_negative)
 
     def with_lock(self, fn: Callable[[], object]) -> object:
         """Run something that must not overlap a generation (switching checkpoints)."""

@@ -68,6 +68,17 @@ def set_number(page, elem_id: str, value: int) -> None:
     field.press("Enter")
 
 
+def choose(page, elem_id: str, option) -> None:
+    """Pick an option of a Gradio dropdown."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option).click()
+
+
+def apply_settings(page, expect: str = "changed") -> None:
+    page.locator("#settings_submit").click()
+    page.wait_for_function(f"document.querySelector('#settings_result').innerText.includes('{expect}')")
+
+
 def test_generate_from_the_page_and_read_the_png_back(server, browser):
     url, data = server
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
@@ -106,8 +117,7 @@ def test_switching_checkpoint_from_the_top_bar(server, browser):
     url, _ = server
     page = browser.new_page()
     page.goto(url)
-    page.locator("#setting_sd_model_checkpoint input").click()
-    page.get_by_role("option", name="tiny-sdxl.safetensors").click()
+    choose(page, "setting_sd_model_checkpoint", "tiny-sdxl.safetensors")
     page.wait_for_function("document.querySelector('#sd_model_status').innerText.includes('SDXL')", timeout=60_000)
     page.close()
 
@@ -119,8 +129,7 @@ def test_settings_are_applied_and_saved(server, browser):
     page.get_by_role("tab", name="Settings").click()
     page.locator("#setting_eta_noise_seed_delta input").fill("31337")
     page.locator("#setting_live_previews_enable input").uncheck()
-    page.locator("#settings_submit").click()
-    page.wait_for_function("document.querySelector('#settings_result').innerText.includes('2 settings changed')")
+    apply_settings(page, "2 settings changed")
     import json
     saved = json.loads((data / "config.json").read_text())
     assert saved["eta_noise_seed_delta"] == 31337 and saved["live_previews_enable"] is False
@@ -141,8 +150,7 @@ def test_styles_save_and_apply(server, browser):
                                                                                          ).replace("\r", "")
     page.locator("#txt2img_prompt textarea").fill("a fox")
     page.locator("#txt2img_neg_prompt textarea").fill("")
-    page.locator("#txt2img_styles input").click()
-    page.get_by_role("option", name="watercolor").click()
+    choose(page, "txt2img_styles", "watercolor")
     page.locator("#txt2img_style_apply").click()
     page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value == 'a fox, watercolor'")
     assert page.locator("#txt2img_neg_prompt textarea").input_value() == "photo"
@@ -169,10 +177,8 @@ def test_chinese_localization(server, browser):
     page = browser.new_page()
     page.goto(url)
     page.get_by_role("tab", name="Settings").click()
-    page.locator("#setting_localization input").click()
-    page.get_by_role("option", name="zh_CN").click()
-    page.locator("#settings_submit").click()
-    page.wait_for_function("document.querySelector('#settings_result').innerText.includes('changed')")
+    choose(page, "setting_localization", "zh_CN")
+    apply_settings(page)
     page.reload()
     page.get_by_role("tab", name="文生图").wait_for(timeout=30_000)
     assert page.get_by_role("tab", name="图生图").is_visible()
@@ -181,10 +187,8 @@ def test_chinese_localization(server, browser):
     page.screenshot(path=str(data / "zh_CN.png"))
     # back to English for the other tests
     page.get_by_role("tab", name="设置").click()
-    page.locator("#setting_localization input").click()
-    page.get_by_role("option", name=re.compile("^(None|无)$")).click()
-    page.locator("#settings_submit").click()
-    page.wait_for_function("document.querySelector('#settings_result').innerText.includes('changed')")
+    choose(page, "setting_localization", re.compile("^(None|无)$"))
+    apply_settings(page)
     page.close()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import gradio as gr
-from PIL import Image
 
 from modules.localization import list_localizations, load_localization
 from modules.model_manager import ModelManager
@@ -72,10 +71,7 @@ def _picked(gallery_value, index: int, last: dict):
     if not gallery_value:
         return None, ""
     index = min(max(int(index or 0), 0), len(gallery_value) - 1)
-    item = gallery_value[index]
-    image = item[0] if isinstance(item, (list, tuple)) else getattr(item, "image", item)
-    if not isinstance(image, Image.Image):
-        image = Image.open(getattr(image, "path", image))
+    image = gallery_value[index][0]  # (picture, caption)
     texts = (last or {}).get("infotexts") or [""]
     return image, texts[min(index, len(texts) - 1)]
 

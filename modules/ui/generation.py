@@ -163,7 +163,7 @@ def output_panel(tab: str):
     with gr.Column(elem_id=f"{tab}_results"):
         progress = gr.HTML("", elem_id=f"{tab}_progress")
         gallery = gr.Gallery(label="Output", elem_id=f"{tab}_gallery", columns=2, height=520, preview=True,
-                             format="png")  # lossless, so "Send to" hands on the exact pixels
+                             format="png", type="pil")  # lossless, so "Send to" hands on the exact pixels
         with gr.Row():
             send = {target: gr.Button(label, elem_id=f"{tab}_send_to_{target}", size="sm")
                     for target, label in (("img2img", "Send to img2img"), ("inpaint", "Send to inpaint"),
