@@ -10,6 +10,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import logging  # noqa: E402
 import sys  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 from modules.checkpoint_io import CheckpointError  # noqa: E402
 from modules.cmd_args import parse_args  # noqa: E402
@@ -17,8 +18,17 @@ from modules.cmd_args import parse_args  # noqa: E402
 log = logging.getLogger("webui")
 
 
-def build_app(args):
+@dataclass
+class WebUI:
+    """What main() serves: the page (None with --nowebui), the worker behind it and the API's services."""
+    demo: object | None
+    worker: object
+    api: object
+
+
+def build_app(args) -> WebUI:
     """Everything but the server: settings, device policy, models, the generation worker and the page."""
+    from modules.api import ApiServices
     from modules.devices import policy_from_args
     from modules.hashes import HashCache
     from modules.lora import LoraApplier
@@ -29,7 +39,6 @@ def build_app(args):
     from modules.progress import GenerationState
     from modules.styles import StyleDatabase
     from modules.textual_inversion import EmbeddingDatabase
-    from modules.ui.app import create_ui
     from modules.worker import GenerationWorker
 
     paths = Paths.from_args(args)
@@ -50,9 +59,18 @@ def build_app(args):
                           allow_unsafe_pickle=args.disable_safe_unpickle),
         styles=StyleDatabase(args.styles_file or paths.data_dir / "styles.csv"))
     worker = GenerationWorker(ctx)
-    demo = create_ui(manager, worker, save_settings=lambda: options.save(paths.config_file),
-                     show_dir_fields=not args.hide_ui_dir_config, freeze_settings=args.freeze_settings)
-    return demo, worker
+
+    def save_settings():
+        options.save(paths.config_file)
+
+    services = ApiServices(worker=worker, save_settings=save_settings, cmd_flags=vars(args),
+                           frozen_settings=args.freeze_settings)
+    demo = None
+    if not args.nowebui:
+        from modules.ui.app import create_ui
+        demo = create_ui(manager, worker, save_settings=save_settings, show_dir_fields=not args.hide_ui_dir_config,
+                         freeze_settings=args.freeze_settings, ui_config_file=paths.ui_config_file)
+    return WebUI(demo, worker, services)
 
 
 def load_initial_checkpoint(manager, requested: str | None) -> None:
@@ -112,24 +130,116 @@ def share_possible() -> bool:
     return False
 
 
+def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
+    """Our FastAPI app: CORS as the flags say, the /sdapi/v1 API (--api, --nowebui) and the page mounted at /."""
+    from fastapi import FastAPI
+    from fastapi.middleware.cors import CORSMiddleware
+
+    from modules.api import create_router, install_error_handler
+    from modules.processing import VERSION
+
+    api_on = args.api or args.nowebui
+    app = FastAPI(title="Stable Diffusion web UI API", version=VERSION,
+                  docs_url="/docs" if api_on else None, redoc_url=None, openapi_url="/openapi.json" if api_on else None)
+    origins = [o.strip() for o in (args.cors_allow_origins or "").split(",") if o.strip()]
+    if origins or args.cors_allow_origins_regex:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=args.cors_allow_origins_regex,
+                           allow_methods=["*"], allow_headers=["*"], allow_credentials=True)
+    if api_on:
+        api_credentials = parse_api_auth(args.api_auth) or auth  # never leave the API open when the page is not
+        app.include_router(create_router(webui.api, api_credentials))
+        install_error_handler(app)
+    if webui.demo is not None:
+        import gradio as gr
+
+        from modules.ui.app import CSS, HEAD
+        webui.demo.queue(default_concurrency_limit=1)
+        app = gr.mount_gradio_app(app, webui.demo, path="", auth=auth, show_error=True, css=CSS,
+                                  head=HEAD + theme_head(args.theme), ssr_mode=False)
+    return app
+
+
+def parse_api_auth(value: str | None) -> list[tuple[str, str]] | None:
+    """--api-auth "u:p,u2:p2"."""
+    if not value:
+        return None
+    pairs = []
+    for entry in filter(None, (e.strip() for e in value.split(","))):
+        user, sep, password = entry.partition(":")
+        if not sep or not user:
+            raise SystemExit(f"--api-auth: expected USER:PASSWORD, got {entry!r}")
+        pairs.append((user, password))
+    return pairs or None
+
+
+def port_in_use(host: str, port: int) -> OSError | None:
+    """Why the server could not bind, found before starting it (uvicorn would just exit)."""
+    import socket
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return e
+    return None
+
+
+def start_share_tunnel(port: int) -> None:
+    """--share: Gradio's public link, when its tunnel program is there (we never download it)."""
+    import secrets
+
+    from gradio.networking import setup_tunnel
+    try:
+        url = setup_tunnel("127.0.0.1", port, secrets.token_urlsafe(32), None, None)
+        print(f"Running on public URL: {url}", flush=True)
+    except Exception as e:  # no internet, blocked, server down: the local UI goes on
+        log.warning("--share: could not make a public link (%s). Serving locally only.", e)
+
+
+def serve(app, host: str, port: int, args) -> None:
+    import threading
+    import webbrowser
+
+    import uvicorn
+
+    scheme = "https" if args.tls_certfile and args.tls_keyfile else "http"
+    shown = f"{scheme}://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if not self.started:
+                return
+            what = "API" if args.nowebui else "page"
+            print(f"Running on local URL:  {shown}  ({what}{'; API at /sdapi/v1, docs at /docs' if args.api else ''})",
+                  flush=True)
+            if host == "0.0.0.0":
+                print(f"Listening on all network interfaces, port {port}: use this computer's LAN address.", flush=True)
+            if args.share and share_possible():
+                threading.Thread(target=start_share_tunnel, args=(port,), daemon=True).start()
+            if args.autolaunch and not args.nowebui:
+                webbrowser.open(shown)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ssl_keyfile=args.tls_keyfile,
+                            ssl_certfile=args.tls_certfile, timeout_graceful_shutdown=2)
+    Server(config).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     args = parse_args(argv)
     auth = parse_auth(args)
-    demo, _ = build_app(args)
+    parse_api_auth(args.api_auth)  # a malformed value stops here, before models load
     host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
-    port = args.port or 7860
-    from modules.ui.app import CSS, HEAD
-    demo.queue(default_concurrency_limit=1)
-    try:
-        demo.launch(server_name=host, server_port=port, show_error=True, css=CSS, head=HEAD + theme_head(args.theme),
-                    auth=auth, share=args.share and share_possible(), inbrowser=args.autolaunch, ssl_keyfile=args.tls_keyfile,
-                    ssl_certfile=args.tls_certfile, ssl_verify=False)
-    except OSError as e:
-        print(f"Cannot serve on {host}:{port}: {e}. Is another program using the port? "
+    port = args.port or (7861 if args.nowebui else 7860)
+    busy = port_in_use(host, port)
+    if busy:
+        print(f"Cannot serve on {host}:{port}: {busy.strerror or busy}. Is another program using the port? "
               f"Start with --port to choose another.", file=sys.stderr)
         return 1
+    webui = build_app(args)
+    serve(create_server_app(args, webui, auth), host, port, args)
     return 0
 
 

@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--listen", action="store_true",
                      help="serve on 0.0.0.0 so other computers on your network can connect")
     net.add_argument("--server-name", default=None, help="host name or address to bind to (overrides --listen)")
-    net.add_argument("--port", type=int, default=None, help="port to serve on (default 7860)")
+    net.add_argument("--port", type=int, default=None, help="port to serve on (default 7860; 7861 with --nowebui)")
     net.add_argument("--share", action="store_true",
                      help="also make a public gradio.live link (needs internet; without it the UI stays local)")
     net.add_argument("--gradio-auth", default=None, metavar="USER:PASS[,USER2:PASS2]",
@@ -25,6 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--theme", choices=["light", "dark"], default=None, help="force the light or dark theme")
     net.add_argument("--tls-keyfile", default=None, help="TLS private key file (to serve https)")
     net.add_argument("--tls-certfile", default=None, help="TLS certificate file (to serve https)")
+    net.add_argument("--cors-allow-origins", default=None, metavar="ORIGINS",
+                     help="comma-separated origins (e.g. http://localhost:3000) whose web pages may call this server")
+    net.add_argument("--cors-allow-origins-regex", default=None, metavar="REGEX",
+                     help="origins matching this regular expression may call this server")
+    net.add_argument("--api", action="store_true", help="also serve the HTTP API at /sdapi/v1 (docs at /docs)")
+    net.add_argument("--api-auth", default=None, metavar="USER:PASS[,USER2:PASS2]",
+                     help="password for the API (default: the --gradio-auth ones, if any)")
+    net.add_argument("--nowebui", action="store_true", help="serve only the API, no page (port 7861 by default)")
+    net.add_argument("--ui-config-file", default=None, metavar="FILE",
+                     help="default values, ranges and visibility of the page's controls (default ui-config.json)")
     net.add_argument("--hide-ui-dir-config", action="store_true",
                      help="hide the folder fields of the page (for servers shared with others)")
     net.add_argument("--freeze-settings", action="store_true", help="show the settings but do not let them change")

@@ -17,6 +17,7 @@ class Paths:
     embeddings_dir: Path
     outputs_dir: Path
     config_file: Path
+    ui_config_file: Path
     cache_file: Path
 
     @property
@@ -47,6 +48,8 @@ class Paths:
             outputs_dir=data / "outputs",
             config_file=Path(args.ui_settings_file).expanduser().resolve() if args.ui_settings_file
             else data / "config.json",
+            ui_config_file=Path(args.ui_config_file).expanduser().resolve() if args.ui_config_file
+            else data / "ui-config.json",
             cache_file=data / "cache.json",
         )
 

@@ -6,6 +6,7 @@ while they wait (to stream previews), and can interrupt or skip.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 
 from modules.processing import (GenerationResult, Img2ImgRequest, ProcessingContext, Txt2ImgRequest,
@@ -18,13 +19,52 @@ class GenerationWorker:
     def __init__(self, ctx: ProcessingContext):
         self.ctx = ctx
         self._lock = threading.Lock()  # the running job; others wait their turn
+        self._waiting = 0  # jobs waiting for the lock (for "queued" displays)
+        self._count_lock = threading.Lock()
         self._counter: tuple[tuple, PromptTokenizer] | None = None  # reused while model and embeddings stay
 
-    def run(self, req: Txt2ImgRequest) -> GenerationResult:
-        with self._lock:
-            if isinstance(req, Img2ImgRequest):
-                return process_img2img(req, self.ctx)
-            return process_txt2img(req, self.ctx)
+    def run(self, req: Txt2ImgRequest, ctx: ProcessingContext | None = None, models: dict[str, str] | None = None,
+            restore_models: bool = True) -> GenerationResult:
+        """Carry out a request after the jobs before it. `ctx` replaces the shared context for this job (the API's
+        override_settings); `models` may name a `sd_model_checkpoint` and `sd_vae` to use, put back afterwards
+        when `restore_models`."""
+        ctx = ctx or self.ctx
+        with self._turn():
+            manager = self.ctx.models
+            before = (manager.options.sd_model_checkpoint, manager.options.sd_vae)
+            try:
+                if models and models.get("sd_model_checkpoint"):
+                    manager.load(models["sd_model_checkpoint"])
+                if models and models.get("sd_vae"):
+                    manager.set_vae(models["sd_vae"])
+                if isinstance(req, Img2ImgRequest):
+                    return process_img2img(req, ctx)
+                return process_txt2img(req, ctx)
+            finally:
+                if models and restore_models:
+                    if before[1] != manager.options.sd_vae:
+                        manager.set_vae(before[1])
+                    if before[0] and before[0] != manager.options.sd_model_checkpoint:
+                        manager.load(before[0])
+
+    @contextmanager
+    def _turn(self):
+        with self._count_lock:
+            self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._count_lock:
+                self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @property
+    def waiting(self) -> int:
+        """How many jobs are waiting for the one running now to finish."""
+        return self._waiting
 
     def run_streaming(self, req: Txt2ImgRequest, poll_seconds: float = 0.5
                       ) -> Iterator[ProgressSnapshot | GenerationResult]:
@@ -71,5 +111,5 @@ class GenerationWorker:
 
     def with_lock(self, fn: Callable[[], object]) -> object:
         """Run something that must not overlap a generation (switching checkpoints)."""
-        with self._lock:
+        with self._turn():
             return fn()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 
@@ -9,6 +10,7 @@ from modules.localization import list_localizations, load_localization
 from modules.model_manager import ModelManager
 from modules.paths import REPO_ROOT
 from modules.ui import extras, generation, paste, quicksettings, settings
+from modules.ui.ui_config import apply_ui_config
 from modules.worker import GenerationWorker
 
 LOCALIZATION_DIRS = [REPO_ROOT / "localizations"]
@@ -105,7 +107,8 @@ def _wire_send_buttons(source: dict, i2i: dict, extras_image: gr.Image, main_tab
 
 
 def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Callable[[], None],
-              show_dir_fields: bool = True, freeze_settings: bool = False) -> gr.Blocks:
+              show_dir_fields: bool = True, freeze_settings: bool = False, ui_config_file: Path | None = None
+              ) -> gr.Blocks:
     current = manager.current
     size = current.spec.native_size if current is not None else 512
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
@@ -130,4 +133,6 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
                   api_visibility="private"
                   ).then(None, inputs=translations, js="(d) => { window.applyLocalization(d); }",
                          api_visibility="private")
+        if ui_config_file is not None:
+            apply_ui_config(demo, ui_config_file)
     return demo

@@ -1,0 +1,245 @@
+"""The /sdapi/v1 HTTP API on the real server: A1111's routes and answers, auth, CORS, --nowebui, and the
+page's ui-config.json."""
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+REPO = Path(__file__).resolve().parent.parent
+AUTH = "Basic " + base64.b64encode(b"api:s3cret").decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data: Path, tiny_dir: Path, *flags: str):
+    ckpts = data / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_dir / "tiny-sd1.safetensors", ckpts)
+    port = free_port()
+    log_path = data / "server.log"
+    log = open(log_path, "w+")
+    proc = subprocess.Popen([sys.executable, "webui.py", "--data-dir", str(data), "--port", str(port),
+                             "--ckpt", str(ckpts / "tiny-sd1.safetensors"), *flags],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while "Running on local URL" not in log_path.read_text():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail("server did not start:\n" + log_path.read_text())
+        time.sleep(0.3)
+    return proc, f"http://127.0.0.1:{port}", log
+
+
+def stop_server(proc, log):
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def call(url: str, body=None, method: str | None = None, headers: dict | None = None, auth: bool = True):
+    """(status, parsed JSON or text, headers) of one request."""
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    if auth:
+        hdrs["Authorization"] = AUTH
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=hdrs, method=method or ("POST" if data else "GET"))
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            raw, status, rh = r.read(), r.status, r.headers
+    except urllib.error.HTTPError as e:
+        raw, status, rh = e.read(), e.code, e.headers
+    try:
+        return status, json.loads(raw), rh
+    except ValueError:
+        return status, raw.decode(errors="replace"), rh
+
+
+def b64_png(image: Image.Image, text: str | None = None) -> str:
+    buf = io.BytesIO()
+    info = None
+    if text:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", text)
+    image.save(buf, format="PNG", pnginfo=info)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def picture(b64: str) -> Image.Image:
+    im = Image.open(io.BytesIO(base64.b64decode(b64)))
+    im.load()
+    return im
+
+
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory, tiny_dir):
+    data = tmp_path_factory.mktemp("api")
+    (data / "ui-config.json").write_text(json.dumps({
+        "txt2img/Sampling steps/maximum": 300, "txt2img/Sampling steps/value": 250,
+        "txt2img/CFG Scale/value": "strong"}))
+    proc, url, log = start_server(data, tiny_dir, "--api", "--api-auth", "api:s3cret",
+                                  "--cors-allow-origins", "http://localhost:3000")
+    yield url, data
+    stop_server(proc, log)
+
+
+def test_txt2img_answers_like_a1111_and_reproduces_its_seed(api_server):
+    url, data = api_server
+    body = {"prompt": "a red circle", "negative_prompt": "blue", "steps": 3, "width": 64, "height": 64,
+            "batch_size": 2, "seed": 1234, "sampler_name": "Euler a", "cfg_scale": 5,
+            "alwayson_scripts": {}, "script_args": []}  # fields for extensions we lack are ignored
+    status, answer, _ = call(url + "/sdapi/v1/txt2img", body)
+    assert status == 200, answer
+    info = json.loads(answer["info"])
+    assert info["all_seeds"] == [1234, 1235] and info["seed"] == 1234
+    assert len(answer["images"]) == 3  # the grid first, then each picture, as A1111 sends them
+    first = picture(answer["images"][1])
+    assert first.size == (64, 64)
+    assert "Seed: 1234" in first.info["parameters"] and "Sampler: Euler a" in first.info["parameters"]
+    assert info["infotexts"][0] == first.info["parameters"]
+    assert answer["parameters"]["prompt"] == "a red circle"
+    assert not (data / "outputs" / "txt2img-images").exists()  # the API does not save unless asked
+
+    again = call(url + "/sdapi/v1/txt2img", {**body, "batch_size": 1, "seed": 1235})[1]
+    alone = np.asarray(picture(again["images"][0]), dtype=int)
+    in_batch = np.asarray(picture(answer["images"][2]), dtype=int)
+    assert np.abs(alone - in_batch).max() <= 2  # batched maths may round the last bit differently
+
+
+def test_bad_requests_get_clear_answers_and_the_server_goes_on(api_server):
+    url, _ = api_server
+    status, answer, _ = call(url + "/sdapi/v1/txt2img", {"prompt": "x", "sampler_name": "Nonsense", "steps": 1,
+                                                         "width": 64, "height": 64})
+    assert status == 422 and "Nonsense" in answer["detail"]
+    status, answer, _ = call(url + "/sdapi/v1/txt2img", {"prompt": "x", "width": 65, "height": 64, "steps": 1})
+    assert status == 422 and "multiples of 8" in answer["detail"]
+    status, answer, _ = call(url + "/sdapi/v1/txt2img", {"steps": "many"})
+    assert status == 422  # pydantic's validation answer
+    status, answer, _ = call(url + "/sdapi/v1/img2img", {"init_images": ["bm90IGEgcGljdHVyZQ=="], "steps": 1})
+    assert status == 422 and "init_images[0]" in answer["detail"]
+    status, answer, _ = call(url + "/sdapi/v1/img2img", {"init_images": ["https://example.com/a.png"]})
+    assert status == 422 and "not fetched" in answer["detail"]
+    status, answer, _ = call(url + "/sdapi/v1/options", {"no_such_setting": 1})
+    assert status == 422 and "no_such_setting" in answer["detail"]
+    status, answer, _ = call(url + "/sdapi/v1/options", {"sd_model_checkpoint": "missing.safetensors"})
+    assert status == 422 and "missing" in answer["detail"]
+    assert call(url + "/sdapi/v1/samplers")[0] == 200
+
+
+def test_img2img_with_mask_keeps_unmasked_pixels(api_server):
+    url, _ = api_server
+    init = Image.new("RGB", (64, 64), (200, 30, 30))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    status, answer, _ = call(url + "/sdapi/v1/img2img", {
+        "init_images": ["data:image/png;base64," + b64_png(init)], "mask": b64_png(mask), "mask_blur": 0,
+        "denoising_strength": 1.0, "steps": 2, "width": 64, "height": 64, "seed": 7, "include_init_images": True})
+    assert status == 200, answer
+    out = picture(answer["images"][0]).convert("RGB")
+    assert out.getpixel((2, 2)) == (200, 30, 30)  # outside the mask: the input, exactly
+    assert out.getpixel((32, 32)) != (200, 30, 30)
+    assert answer["parameters"]["init_images"]
+
+
+def test_extras_png_info_and_lists(api_server):
+    url, _ = api_server
+    src = b64_png(Image.new("RGB", (20, 10), (0, 128, 255)), "a cat\nSteps: 5, Sampler: Euler, Seed: 9, Size: 20x10")
+    status, answer, _ = call(url + "/sdapi/v1/extra-single-image",
+                             {"image": src, "upscaling_resize": 2, "upscaler_1": "Lanczos"})
+    assert status == 200, answer
+    big = picture(answer["image"])
+    assert big.size == (40, 20) and "Steps: 5" in big.info["parameters"]
+    status, answer, _ = call(url + "/sdapi/v1/extra-batch-images",
+                             {"imageList": [{"data": src, "name": "a.png"}], "resize_mode": 1,
+                              "upscaling_resize_w": 30, "upscaling_resize_h": 30, "upscaler_1": "Nearest"})
+    assert status == 200 and picture(answer["images"][0]).size == (30, 30)
+    status, answer, _ = call(url + "/sdapi/v1/extra-single-image", {"image": src, "upscaler_1": "ESRGAN_4x"})
+    assert status == 422 and "ESRGAN_4x" in answer["detail"]
+
+    status, answer, _ = call(url + "/sdapi/v1/png-info", {"image": src})
+    assert str(answer["parameters"]["Seed"]) == "9" and answer["info"].startswith("a cat")
+
+    assert "Euler a" in [s["name"] for s in call(url + "/sdapi/v1/samplers")[1]]
+    assert "Karras" in [s["label"] for s in call(url + "/sdapi/v1/schedulers")[1]]
+    models = call(url + "/sdapi/v1/sd-models")[1]
+    assert any(m["title"].startswith("tiny-sd1.safetensors [") for m in models)
+    assert {"loaded", "skipped"} <= set(call(url + "/sdapi/v1/embeddings")[1])
+    assert call(url + "/sdapi/v1/loras")[1] == []
+    assert call(url + "/sdapi/v1/cmd-flags")[1]["api"] is True
+    progress = call(url + "/sdapi/v1/progress")[1]
+    assert progress["progress"] == 0 and progress["state"]["job_count"] == 0
+
+
+def test_options_round_trip_and_override_settings(api_server):
+    url, data = api_server
+    opts = call(url + "/sdapi/v1/options")[1]
+    assert opts["samples_format"] == "png" and opts["sd_model_checkpoint"].startswith("tiny-sd1")
+    assert call(url + "/sdapi/v1/options", {"eta_noise_seed_delta": 31337})[0] == 200
+    assert call(url + "/sdapi/v1/options")[1]["eta_noise_seed_delta"] == 31337
+    assert json.loads((data / "config.json").read_text())["eta_noise_seed_delta"] == 31337
+    call(url + "/sdapi/v1/options", {"eta_noise_seed_delta": 0})
+
+    body = {"prompt": "x", "steps": 2, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler a"}
+    answer = call(url + "/sdapi/v1/txt2img", {**body, "override_settings": {"eta_noise_seed_delta": 5}})[1]
+    assert "ENSD: 5" in json.loads(answer["info"])["infotexts"][0]
+    assert call(url + "/sdapi/v1/options")[1]["eta_noise_seed_delta"] == 0  # only for that job
+    status, answer, _ = call(url + "/sdapi/v1/txt2img", {**body, "override_settings": {"samples_format": 4}})
+    assert status == 422 and "samples_format" in answer["detail"]
+
+
+def test_api_needs_its_password_and_cors_lets_listed_origins_in(api_server):
+    url, _ = api_server
+    assert call(url + "/sdapi/v1/options", auth=False)[0] == 401
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"api:guess").decode()}
+    assert call(url + "/sdapi/v1/options", auth=False, headers=wrong)[0] == 401
+
+    preflight = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"}
+    status, _, headers = call(url + "/sdapi/v1/txt2img", method="OPTIONS", headers=preflight, auth=False)
+    assert status == 200 and headers["access-control-allow-origin"] == "http://localhost:3000"
+    stranger = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+    status, _, headers = call(url + "/sdapi/v1/txt2img", method="OPTIONS", headers=stranger, auth=False)
+    assert headers.get("access-control-allow-origin") != "http://evil.example"
+    status, _, headers = call(url + "/sdapi/v1/samplers", headers={"Origin": "http://localhost:3000"})
+    assert headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+def test_ui_config_file_sets_defaults_and_reports_bad_values(api_server):
+    url, data = api_server
+    config = call(url + "/config", auth=False)[1]
+    steps = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "txt2img_steps")
+    assert steps["props"]["maximum"] == 300 and steps["props"]["value"] == 250
+    cfg = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "txt2img_cfg_scale")
+    assert cfg["props"]["value"] == 7  # "strong" is not a number: reported and ignored
+    assert "txt2img/CFG Scale/value" in (data / "server.log").read_text()
+    written = json.loads((data / "ui-config.json").read_text())
+    assert written["txt2img/Sampling steps/value"] == 250  # the user's values stay
+    assert written["img2img/Denoising strength/value"] == 0.75  # the rest is filled in for editing
+    assert "txt2img/Width/value" not in written  # the size follows the checkpoint unless pinned
+
+
+def test_nowebui_serves_only_the_api(tmp_path, tiny_dir):
+    proc, url, log = start_server(tmp_path, tiny_dir, "--nowebui")
+    try:
+        assert call(url + "/", auth=False)[0] == 404
+        status, answer, _ = call(url + "/sdapi/v1/txt2img", {"prompt": "x", "steps": 1, "width": 64, "height": 64},
+                                 auth=False)
+        assert status == 200 and len(answer["images"]) == 1
+        assert call(url + "/docs", auth=False)[0] == 200
+    finally:
+        stop_server(proc, log)
