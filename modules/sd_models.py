@@ -234,6 +234,17 @@ def predicts_v(unet: nn.Module, placement: Placement, dtype: torch.dtype) -> boo
     return torch.nn.functional.cosine_similarity(out.flatten(), latent.flatten(), dim=0).item() < 0.5
 
 
+def resolution_from_metadata(metadata: dict[str, str]) -> int | None:
+    """The training size a checkpoint declares (ModelSpec's `modelspec.resolution`, e.g. "1024x1024")."""
+    text = metadata.get("modelspec.resolution", "")
+    w, _, h = text.lower().partition("x")
+    try:
+        size = int(w) if not h else min(int(w), int(h))
+    except ValueError:
+        return None
+    return size if 64 <= size <= 8192 and size % 8 == 0 else None
+
+
 def load_model(file: ModelFile, policy: DevicePolicy, *, allow_unsafe_pickle: bool = False,
                fp8_unet: str = "Disable", vae_file: ModelFile | None = None) -> LoadedModel:
     """Read, detect and build a checkpoint. Raises CheckpointError with a message for the user."""
@@ -242,6 +253,9 @@ def load_model(file: ModelFile, policy: DevicePolicy, *, allow_unsafe_pickle: bo
     yaml_config = read_yaml_beside(path)
     sd = read_state_dict(path, allow_unsafe_pickle)
     spec = model_detection.detect(path, shapes_of(sd), yaml_config)
+    resolution = resolution_from_metadata(getattr(sd, "metadata", None) or {})
+    if resolution:
+        spec = replace(spec, native_size=resolution, notes=spec.notes + (f"native size {resolution} from metadata",))
     is_xl = spec.family in (Family.SDXL, Family.SDXL_REFINER)
     policy = policy.for_model(is_sdxl=is_xl, fp8_unet=fp8_unet == "Enable" or (fp8_unet == "Enable for SDXL" and is_xl))
     try:

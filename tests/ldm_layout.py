@@ -336,12 +336,12 @@ def materialize(shapes: Shapes, seed: int = 0, dtype=torch.float32, device="cpu"
 
 
 def write_checkpoint(path: Path, layout: CheckpointLayout, seed: int = 0, dtype=torch.float32,
-                     yaml_text: str | None = None) -> Path:
+                     yaml_text: str | None = None, metadata: dict[str, str] | None = None) -> Path:
     from safetensors.torch import save_file
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = materialize(layout.shapes(), seed=seed, dtype=dtype)
     if path.suffix == ".safetensors":
-        save_file(sd, str(path))
+        save_file(sd, str(path), metadata=metadata)
     else:
         torch.save({"state_dict": sd, "global_step": 1}, path)
     if yaml_text is not None:

@@ -117,8 +117,16 @@ def test_switching_checkpoint_from_the_top_bar(server, browser):
     url, _ = server
     page = browser.new_page()
     page.goto(url)
+    assert page.locator("#txt2img_width input[type=number]").input_value() == "512"
+    page.locator("#tab_img2img-button").click()
+    set_number(page, "img2img_width", 320)  # a size the user chose stays
     choose(page, "setting_sd_model_checkpoint", "tiny-sdxl.safetensors")
     page.wait_for_function("document.querySelector('#sd_model_status').innerText.includes('SDXL')", timeout=60_000)
+    # sizes left at the old model's native size follow the new model's (SDXL: 1024)
+    page.wait_for_function("document.querySelector('#img2img_height input[type=number]').value === '1024'")
+    assert page.locator("#img2img_width input[type=number]").input_value() == "320"
+    page.locator("#tab_txt2img-button").click()
+    assert page.locator("#txt2img_width input[type=number]").input_value() == "1024"
     page.close()
 
 

@@ -193,3 +193,10 @@ def test_checkpoint_without_text_encoder_is_explained(tmp_path, cpu_policy):
     save_file(sd, str(tmp_path / "unet-vae-only.safetensors"))
     with pytest.raises(CheckpointError, match="unet-vae-only.safetensors.*no text encoder"):
         load(tmp_path / "unet-vae-only.safetensors", cpu_policy)
+
+
+@pytest.mark.parametrize("declared, native", [("256x256", 256), ("64X64", 64), ("768x512", 512), ("huge", 512),
+                                               ("7x7", 512)])
+def test_native_size_from_modelspec_metadata(tmp_path, cpu_policy, declared, native):
+    path = L.write_checkpoint(tmp_path / "m.safetensors", L.TINY_SD1, metadata={"modelspec.resolution": declared})
+    assert load_model(ModelFile(path, "m"), cpu_policy).spec.native_size == native

@@ -106,13 +106,28 @@ def _wire_send_buttons(source: dict, i2i: dict, extras_image: gr.Image, main_tab
                                    api_visibility="private")
 
 
+def _follow_native_size(manager: ModelManager, checkpoint: gr.Dropdown, size: int, controls: list) -> None:
+    """Width and height that are at the old checkpoint's native size move to the new one's (64 for the demo
+    model, 1024 for SDXL); sizes the user chose stay."""
+    native = gr.State(size)
+    sliders = [s for c in controls for s in (c.width, c.height)]
+
+    def follow(previous, *values):
+        current = manager.current
+        new = current.spec.native_size if current is not None else previous
+        return [new] + [new if v == previous else v for v in values]
+
+    checkpoint.change(follow, inputs=[native, *sliders], outputs=[native, *sliders], queue=False,
+                      api_visibility="private")
+
+
 def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Callable[[], None],
               show_dir_fields: bool = True, freeze_settings: bool = False, ui_config_file: Path | None = None
               ) -> gr.Blocks:
     current = manager.current
     size = current.spec.native_size if current is not None else 512
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
-        quicksettings.build(manager, save_settings, worker)
+        checkpoint = quicksettings.build(manager, save_settings, worker)
         with gr.Tabs(elem_id="tabs") as main_tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 t2i = generation.build_txt2img(worker, size)
@@ -128,6 +143,7 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
         for tab in (t2i, i2i):
             paste.wire_paste_button(tab)
             _wire_send_buttons(tab, i2i, extras_image, main_tabs)
+        _follow_native_size(manager, checkpoint, size, [t2i["controls"], i2i["controls"]])
         translations = gr.JSON(visible=False)
         demo.load(lambda: load_localization(LOCALIZATION_DIRS, manager.options.localization), outputs=translations,
                   api_visibility="private"

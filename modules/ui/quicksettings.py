@@ -27,8 +27,8 @@ def model_status(manager: ModelManager, error: str | None = None) -> str:
     return "\n\n".join(lines)
 
 
-def build(manager: ModelManager, save_settings: Callable[[], None], worker: GenerationWorker) -> None:
-    """Create the quicksettings row inside the current Blocks context."""
+def build(manager: ModelManager, save_settings: Callable[[], None], worker: GenerationWorker) -> gr.Dropdown:
+    """Create the quicksettings row inside the current Blocks context; returns the checkpoint picker."""
     current = manager.current
     with gr.Row(elem_id="quicksettings"):
         checkpoint = gr.Dropdown(choices=manager.checkpoint_titles(),
@@ -70,3 +70,4 @@ def build(manager: ModelManager, save_settings: Callable[[], None], worker: Gene
     checkpoint.input(on_checkpoint, inputs=checkpoint, outputs=[checkpoint, status], api_name="set_checkpoint")
     vae.input(on_vae, inputs=vae, outputs=[vae, status], api_name="set_vae")
     refresh.click(on_refresh, outputs=[checkpoint, vae, status], api_name="refresh_checkpoints")
+    return checkpoint
