@@ -6,6 +6,7 @@ while they wait (to stream previews), and can interrupt or skip.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 
@@ -15,21 +16,27 @@ from modules.progress import ProgressSnapshot
 from modules.text_conditioning import PromptTokenizer, prompt_token_count
 
 
+@dataclass(frozen=True)
+class Queued:
+    """The job waits: `ahead` jobs (the running one included) go first."""
+    ahead: int
+
+
 class GenerationWorker:
     def __init__(self, ctx: ProcessingContext):
         self.ctx = ctx
-        self._lock = threading.Lock()  # the running job; others wait their turn
-        self._waiting = 0  # jobs waiting for the lock (for "queued" displays)
-        self._count_lock = threading.Lock()
+        self._turns = threading.Condition()  # first come, first served: tickets drawn in order, served in order
+        self._next_ticket = 0
+        self._serving = 0
         self._counter: tuple[tuple, PromptTokenizer] | None = None  # reused while model and embeddings stay
 
     def run(self, req: Txt2ImgRequest, ctx: ProcessingContext | None = None, models: dict[str, str] | None = None,
-            restore_models: bool = True) -> GenerationResult:
+            restore_models: bool = True, on_ticket: Callable[[int], None] | None = None) -> GenerationResult:
         """Carry out a request after the jobs before it. `ctx` replaces the shared context for this job (the API's
         override_settings); `models` may name a `sd_model_checkpoint` and `sd_vae` to use, put back afterwards
         when `restore_models`."""
         ctx = ctx or self.ctx
-        with self._turn():
+        with self._turn(on_ticket):
             manager = self.ctx.models
             before = (manager.options.sd_model_checkpoint, manager.options.sd_vae)
             try:
@@ -48,41 +55,57 @@ class GenerationWorker:
                         manager.load(before[0])
 
     @contextmanager
-    def _turn(self):
-        with self._count_lock:
-            self._waiting += 1
-        try:
-            self._lock.acquire()
-        finally:
-            with self._count_lock:
-                self._waiting -= 1
+    def _turn(self, on_ticket: Callable[[int], None] | None = None):
+        """Wait until the jobs that came earlier are done; `on_ticket` learns this job's place in line."""
+        with self._turns:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            if on_ticket is not None:
+                on_ticket(ticket)
+            while self._serving != ticket:
+                self._turns.wait()
         try:
             yield
         finally:
-            self._lock.release()
+            with self._turns:
+                self._serving += 1
+                self._turns.notify_all()
+
+    def ahead_of(self, ticket: int) -> int:
+        """How many jobs run or wait before the job holding `ticket` (0: it is running)."""
+        return max(0, ticket - self._serving)
 
     @property
     def waiting(self) -> int:
         """How many jobs are waiting for the one running now to finish."""
-        return self._waiting
+        return max(0, self._next_ticket - self._serving - 1)
 
     def run_streaming(self, req: Txt2ImgRequest, poll_seconds: float = 0.5
-                      ) -> Iterator[ProgressSnapshot | GenerationResult]:
-        """Yield progress snapshots while the job runs, then its result (errors are re-raised)."""
+                      ) -> Iterator[Queued | ProgressSnapshot | GenerationResult]:
+        """Yield Queued while other jobs go first, progress snapshots while the job runs, then its result
+        (errors are re-raised)."""
         box: dict = {}
+        ticket_known = threading.Event()
+
+        def on_ticket(ticket: int) -> None:
+            box["ticket"] = ticket
+            ticket_known.set()
 
         def target():
             try:
-                box["result"] = self.run(req)
+                box["result"] = self.run(req, on_ticket=on_ticket)
             except BaseException as e:  # handed to the caller's thread
                 box["error"] = e
+                ticket_known.set()
 
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
+        ticket_known.wait()
         while thread.is_alive():
             thread.join(poll_seconds)
             if thread.is_alive():
-                yield self.ctx.state.snapshot()
+                ahead = self.ahead_of(box["ticket"]) if "ticket" in box else 0
+                yield Queued(ahead) if ahead else self.ctx.state.snapshot()
         if "error" in box:
             raise box["error"]
         yield box["result"]

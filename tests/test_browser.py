@@ -240,3 +240,29 @@ def test_send_to_img2img_and_paint_an_inpaint_mask(server, browser):
     # only where the stroke went (a wide brush on a 64-pixel picture) did pixels change; the rest is exact
     assert 0.05 < changed.mean() < 0.95 and not changed[0].any() and not changed[-1].any()
     page.close()
+
+
+def test_ctrl_up_and_down_change_emphasis(server, browser):
+    url, _ = server
+    page = browser.new_page()
+    page.goto(url)
+    box = page.locator("#txt2img_prompt textarea")
+    box.fill("a red circle, blue background")
+    box.evaluate("(b) => b.setSelectionRange(3, 3)")  # the cursor inside "red"
+    box.press("Control+ArrowUp")
+    box.press("Control+ArrowUp")
+    assert box.input_value() == "a (red:1.2) circle, blue background"
+    box.press("Control+ArrowDown")
+    assert box.input_value() == "a (red:1.1) circle, blue background"
+    box.press("Control+ArrowDown")
+    assert box.input_value() == "a red circle, blue background"
+    box.evaluate("(b) => b.setSelectionRange(14, 29)")  # "blue background" selected
+    box.press("Control+ArrowDown")
+    assert box.input_value() == "a red circle, (blue background:0.9)"
+    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 1)):
+        set_number(page, elem_id, value)
+    page.locator("#txt2img_generate").click()  # the edited text is what the job gets
+    page.wait_for_function("document.querySelector('#html_info_txt2img').innerText.includes('Steps: 1')",
+                           timeout=120_000)
+    assert "a red circle, (blue background:0.9)" in page.locator("#html_info_txt2img").inner_text()
+    page.close()

@@ -1,4 +1,6 @@
 """txt2img / img2img / inpainting jobs on tiny checkpoints, end to end on the CPU."""
+import threading
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,9 +11,10 @@ from modules.model_manager import ModelManager
 from modules.options import Options
 from modules.paths import Paths
 from modules.cmd_args import parse_args
-from modules.processing import (GenerationError, Img2ImgRequest, ProcessingContext, Txt2ImgRequest,
+from modules.processing import (GenerationError, GenerationResult, Img2ImgRequest, ProcessingContext, Txt2ImgRequest,
                                 process_img2img, process_txt2img)
 from modules.progress import GenerationState
+from modules.worker import GenerationWorker, Queued
 
 
 @pytest.fixture(scope="module")
@@ -304,3 +307,23 @@ def test_skip_abandons_the_current_batch_only(ctx):
     ctx.state = SkipFirstBatch(console=False)
     res = process_txt2img(small(n_iter=2, save_images=False), ctx)
     assert not res.interrupted and res.seeds == [1235]
+
+
+def test_worker_serves_jobs_in_order_and_tells_waiting_ones_their_place(ctx):
+    worker = GenerationWorker(ctx)
+    started, release = threading.Event(), threading.Event()
+
+    def hold():  # another job (say, an API request) holding the model
+        started.set()
+        release.wait(30)
+    holder = threading.Thread(target=worker.with_lock, args=(hold,))
+    holder.start()
+    assert started.wait(10)
+    stream = worker.run_streaming(small(), poll_seconds=0.05)
+    assert next(stream) == Queued(ahead=1)
+    assert worker.waiting == 1
+    release.set()
+    items = list(stream)
+    holder.join()
+    assert isinstance(items[-1], GenerationResult) and len(items[-1].images) == 1
+    assert worker.waiting == 0

@@ -12,7 +12,7 @@ from modules.processing import (MASKED_CONTENT, RESIZE_MODES, GenerationError, G
 from modules.progress import ProgressSnapshot
 from modules.sampling.samplers import SAMPLERS
 from modules.sampling.schedules import SCHEDULERS
-from modules.worker import GenerationWorker
+from modules.worker import GenerationWorker, Queued
 
 log = logging.getLogger(__name__)
 HIRES_UPSCALERS = list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)
@@ -182,7 +182,11 @@ def stream(worker: GenerationWorker, req):
     """Generator for Gradio: progress and previews while sampling, then the gallery and infotext."""
     try:
         for item in worker.run_streaming(req):
-            if isinstance(item, ProgressSnapshot):
+            if isinstance(item, Queued):
+                jobs = "job" if item.ahead == 1 else "jobs"
+                yield (f"<div class='progress'><span>Waiting: {item.ahead} {jobs} ahead of yours</span></div>",
+                       gr.skip(), gr.skip(), gr.skip())
+            elif isinstance(item, ProgressSnapshot):
                 preview = [item.preview] if item.preview is not None else gr.skip()
                 yield progress_html(item), preview, gr.skip(), gr.skip()
             else:
