@@ -222,7 +222,10 @@ def serve(app, host: str, port: int, args) -> None:
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", ssl_keyfile=args.tls_keyfile,
                             ssl_certfile=args.tls_certfile, timeout_graceful_shutdown=2)
-    Server(config).run()
+    try:
+        Server(config).run()
+    except KeyboardInterrupt:  # uvicorn has shut down cleanly and passes Ctrl+C on
+        print("Stopped.", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ from torch import nn
 
 from modules.checkpoint_io import CheckpointError, read_state_dict, shapes_of
 from modules.model_detection import Family
+from modules.model_files import preview_image
 
 if TYPE_CHECKING:
     from modules.sd_models import LoadedModel
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
-PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 UNET_PREFIX = "lora_unet_"
 # Which of LoadedModel.text_encoders each kohya prefix addresses.
 TEXT_PREFIXES: dict[Family, dict[str, int]] = {
@@ -104,17 +104,7 @@ def _describe(path: Path, relative: str) -> LoraFile:
             family = guess_family(metadata, shapes_of(header))
         except CheckpointError as e:
             log.warning("LoRA %s", e)  # listed anyway; applying it reports the problem to the user
-    return LoraFile(path.stem, path, relative, metadata, _preview(path), family)
-
-
-def _preview(path: Path) -> Path | None:
-    stem = str(path.with_suffix(""))
-    for candidate in (stem, stem + ".preview"):
-        for suffix in PREVIEW_SUFFIXES:
-            image = Path(candidate + suffix)
-            if image.is_file():
-                return image
-    return None
+    return LoraFile(path.stem, path, relative, metadata, preview_image(path), family)
 
 
 def guess_family(metadata: Mapping[str, str], shapes: Mapping[str, tuple[int, ...]]) -> Family | None:

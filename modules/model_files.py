@@ -10,6 +10,18 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 VAE_AUTOMATIC = "Automatic"
 VAE_NONE = "None"
+PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def preview_image(path: Path) -> Path | None:
+    """The picture shown on a model's card: name.png or name.preview.png (or .jpg/.jpeg/.webp) beside it."""
+    stem = str(path.with_suffix(""))
+    for candidate in (stem, stem + ".preview"):
+        for suffix in PREVIEW_SUFFIXES:
+            image = Path(candidate + suffix)
+            if image.is_file():
+                return image
+    return None
 
 
 @dataclass(frozen=True)

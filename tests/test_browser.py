@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +35,14 @@ def server(tmp_path_factory, tiny_dir):
     ckpts.mkdir(parents=True)
     shutil.copy(tiny_dir / "tiny-sd1.safetensors", ckpts)
     shutil.copy(tiny_dir / "tiny-sdxl.safetensors", ckpts)
+    lora_dir = data / "models" / "Lora" / "ink"
+    lora_dir.mkdir(parents=True)
+    save_file({"lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 64),
+               "lora_unet_mid_block_attentions_0_proj_in.lora_up.weight": torch.zeros(64, 4)},
+              str(lora_dir / "pencil.safetensors"))
+    Image.new("RGB", (300, 200), (250, 120, 0)).save(lora_dir / "pencil.png")
+    (data / "embeddings").mkdir()
+    save_file({"emb_params": torch.ones(2, 64)}, str(data / "embeddings" / "shiny.safetensors"))
     port = free_port()
     log_path = data / "server.log"
     with open(log_path, "w") as log:
@@ -265,4 +275,40 @@ def test_ctrl_up_and_down_change_emphasis(server, browser):
     page.wait_for_function("document.querySelector('#html_info_txt2img').innerText.includes('Steps: 1')",
                            timeout=120_000)
     assert "a red circle, (blue background:0.9)" in page.locator("#html_info_txt2img").inner_text()
+    page.close()
+
+
+def test_extra_networks_cards_insert_tags_search_and_switch_checkpoints(server, browser):
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1300, "height": 1100})
+    page.goto(url)
+    page.locator("#txt2img_extra_networks").get_by_text("Extra networks").click()
+    page.locator("#txt2img_lora_cards_tab-button").click()
+    card = page.locator("#txt2img_lora_cards .extra-network-card", has_text="pencil")
+    assert card.locator("img").get_attribute("src").startswith("data:image/jpeg;base64,")  # pencil.png beside it
+    assert "ink" in card.inner_text()
+    prompt = page.locator("#txt2img_prompt textarea")
+    prompt.fill("a cat")
+    card.click()
+    assert prompt.input_value() == "a cat <lora:pencil:1>"
+    card.click()  # a second click takes it out again
+    assert prompt.input_value() == "a cat"
+
+    page.locator("#txt2img_textual_inversion_cards_tab-button").click()
+    page.locator("#txt2img_textual_inversion_cards .extra-network-card", has_text="shiny").click()
+    assert prompt.input_value() == "a cat shiny"
+
+    page.locator("#txt2img_checkpoints_cards_tab-button").click()
+    page.locator("#txt2img_extra_search input, #txt2img_extra_search textarea").first.fill("sdxl")
+    cards = page.locator("#txt2img_checkpoints_cards .extra-network-card")
+    assert cards.filter(has_text="tiny-sdxl").is_visible() and not cards.filter(has_text="tiny-sd1").is_visible()
+
+    status = page.locator("#sd_model_status").inner_text()
+    target, family = ("tiny-sd1", "SD1.x") if "SDXL" in status else ("tiny-sdxl", "SDXL")
+    page.locator("#txt2img_extra_search input, #txt2img_extra_search textarea").first.fill("")
+    cards.filter(has_text=target).click()
+    page.wait_for_function(f"document.querySelector('#sd_model_status').innerText.includes('{family}')",
+                           timeout=60_000)
+    dropdown = page.locator("#setting_sd_model_checkpoint input").input_value()
+    assert dropdown.startswith(target + ".safetensors")
     page.close()

@@ -9,7 +9,7 @@ import gradio as gr
 from modules.localization import list_localizations, load_localization
 from modules.model_manager import ModelManager
 from modules.paths import REPO_ROOT
-from modules.ui import extras, generation, paste, quicksettings, settings
+from modules.ui import extras, generation, networks, paste, quicksettings, settings
 from modules.ui.ui_config import apply_ui_config
 from modules.worker import GenerationWorker
 
@@ -20,7 +20,7 @@ CSS = """
 .progress-bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft); }
 .progress span { position: relative; padding-left: 0.5em; }
 .warning { color: #b7791f; } .error { color: #c53030; }
-"""
+""" + networks.CSS
 
 # Ctrl+Enter in a prompt box presses that tab's Generate button, as in A1111; Ctrl+Up/Down edit emphasis.
 # applyLocalization replaces English UI text (text nodes and placeholders) by the chosen translation,
@@ -102,6 +102,7 @@ document.addEventListener('keydown', (e) => {
   e.preventDefault();
 });
 </script>
+<script>""" + networks.JS + """</script>
 """
 
 
@@ -164,12 +165,13 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
     current = manager.current
     size = current.spec.native_size if current is not None else 512
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
-        checkpoint = quicksettings.build(manager, save_settings, worker)
+        checkpoint, status = quicksettings.build(manager, save_settings, worker)
+        thumbnails = networks.Thumbnails()
         with gr.Tabs(elem_id="tabs") as main_tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
-                t2i = generation.build_txt2img(worker, size)
+                t2i = generation.build_txt2img(worker, size, thumbnails)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
-                i2i = generation.build_img2img(worker, size, show_dir_fields)
+                i2i = generation.build_img2img(worker, size, show_dir_fields, thumbnails)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 extras_image = extras.build(worker.ctx.outputs_dir, show_dir_fields)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
@@ -180,6 +182,8 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
         for tab in (t2i, i2i):
             paste.wire_paste_button(tab)
             _wire_send_buttons(tab, i2i, extras_image, main_tabs)
+        networks.wire_checkpoint_cards([t2i["checkpoint_box"], i2i["checkpoint_box"]], worker, checkpoint, status,
+                                       save_settings, quicksettings.model_status)
         _follow_native_size(manager, checkpoint, size, [t2i["controls"], i2i["controls"]])
         translations = gr.JSON(visible=False)
         demo.load(lambda: load_localization(LOCALIZATION_DIRS, manager.options.localization), outputs=translations,

@@ -12,6 +12,7 @@ from modules.processing import (MASKED_CONTENT, RESIZE_MODES, GenerationError, G
 from modules.progress import ProgressSnapshot
 from modules.sampling.samplers import SAMPLERS
 from modules.sampling.schedules import SCHEDULERS
+from modules.ui import networks
 from modules.worker import GenerationWorker, Queued
 
 log = logging.getLogger(__name__)
@@ -203,9 +204,10 @@ def stream(worker: GenerationWorker, req):
         yield "", gr.skip(), f"<p class='error'>❌ Generation failed: {html.escape(str(e))}.{hint}</p>", gr.skip()
 
 
-def build_txt2img(worker: GenerationWorker, default_size: int = 512):
+def build_txt2img(worker: GenerationWorker, default_size: int = 512, thumbnails: networks.Thumbnails | None = None):
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste, styles = prompt_boxes("txt2img", worker, steps_proxy)
+    checkpoint_box = networks.build("txt2img", worker, thumbnails or networks.Thumbnails())
     last_seed = gr.State({})
     with gr.Row():
         with gr.Column(scale=1):
@@ -260,7 +262,7 @@ def build_txt2img(worker: GenerationWorker, default_size: int = 512):
     prompt.submit(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_visibility="private",
                   concurrency_limit=1, concurrency_id="generate")
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info, "paste": paste,
-            "styles": styles, "send": send, "selected": selected, "last": last_seed}
+            "styles": styles, "send": send, "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box}
 
 
 def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
@@ -279,9 +281,11 @@ def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
     return background.convert("RGB"), mask
 
 
-def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fields: bool = True):
+def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fields: bool = True,
+                  thumbnails: networks.Thumbnails | None = None):
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste, styles = prompt_boxes("img2img", worker, steps_proxy)
+    checkpoint_box = networks.build("img2img", worker, thumbnails or networks.Thumbnails())
     last_seed = gr.State({})
     mode = gr.State("img2img")
     with gr.Row():
@@ -354,7 +358,7 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
                    concurrency_limit=1, concurrency_id="generate")
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info,
             "image": init_image, "inpaint": inpaint, "tabs": tabs, "mode": mode, "paste": paste, "send": send,
-            "selected": selected, "last": last_seed}
+            "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box}
 
 
 def _batch(worker: GenerationWorker, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str):

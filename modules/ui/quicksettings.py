@@ -27,14 +27,16 @@ def model_status(manager: ModelManager, error: str | None = None) -> str:
     return "\n\n".join(lines)
 
 
-def build(manager: ModelManager, save_settings: Callable[[], None], worker: GenerationWorker) -> gr.Dropdown:
-    """Create the quicksettings row inside the current Blocks context; returns the checkpoint picker."""
+def build(manager: ModelManager, save_settings: Callable[[], None], worker: GenerationWorker
+          ) -> tuple[gr.Dropdown, gr.Markdown]:
+    """Create the quicksettings row inside the current Blocks context; returns the checkpoint picker and the
+    model status line."""
     current = manager.current
     with gr.Row(elem_id="quicksettings"):
         checkpoint = gr.Dropdown(choices=manager.checkpoint_titles(),
                                  value=current.file.title if current else None,
                                  label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
-                                 scale=4)
+                                 scale=4, allow_custom_value=True)  # a page opened before a rescan names files its own way
         refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
         vae = gr.Dropdown(choices=manager.vae_choices(), value=manager.options.sd_vae, label="SD VAE",
                           elem_id="setting_sd_vae", scale=2)
@@ -70,4 +72,4 @@ def build(manager: ModelManager, save_settings: Callable[[], None], worker: Gene
     checkpoint.input(on_checkpoint, inputs=checkpoint, outputs=[checkpoint, status], api_name="set_checkpoint")
     vae.input(on_vae, inputs=vae, outputs=[vae, status], api_name="set_vae")
     refresh.click(on_refresh, outputs=[checkpoint, vae, status], api_name="refresh_checkpoints")
-    return checkpoint
+    return checkpoint, status
