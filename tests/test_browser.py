@@ -312,3 +312,46 @@ def test_extra_networks_cards_insert_tags_search_and_switch_checkpoints(server, 
     dropdown = page.locator("#setting_sd_model_checkpoint input").input_value()
     assert dropdown.startswith(target + ".safetensors")
     page.close()
+
+
+def _paint_stroke(page, editor_id: str) -> None:
+    canvas = page.locator(f"#{editor_id} canvas").first
+    canvas.wait_for()
+    page.locator(f"#{editor_id} button[aria-label*='rush'], #{editor_id} button[title*='rush']").first.click()
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 30, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 30, cy, steps=8)
+    page.mouse.up()
+
+
+@pytest.mark.parametrize("tab, editor_id, kind", [("img2img_img2img_sketch_tab", "img2img_sketch", "sketch"),
+                                                  ("img2img_inpaint_sketch_tab", "inpaint_sketch", "inpaint")])
+def test_sketch_tabs_use_the_painted_picture(server, browser, tmp_path, tab, editor_id, kind):
+    url, data = server
+    Image.new("RGB", (64, 64), (255, 255, 255)).save(tmp_path / "white.png")
+    page = browser.new_page(viewport={"width": 1300, "height": 1100})
+    page.goto(url)
+    page.locator("#tab_img2img-button").click()
+    page.locator(f"#{tab}-button").click()
+    page.locator(f"#{editor_id} input[type=file]").set_input_files(str(tmp_path / "white.png"))
+    _paint_stroke(page, editor_id)
+    for elem_id, value in (("img2img_width", 64), ("img2img_height", 64), ("img2img_steps", 2)):
+        set_number(page, elem_id, value)
+    # sketch: strength 0 gives back exactly the painted input; inpaint sketch: the stroke is also the mask
+    set_number(page, "img2img_denoising_strength", 0 if kind == "sketch" else 0.5)
+    set_number(page, "img2img_mask_blur", 0)
+    page.locator("#img2img_seed input").fill("9191")
+    page.locator("#img2img_generate").click()
+    page.wait_for_function("document.querySelector('#html_info_img2img').innerText.includes('Seed: 9191')",
+                           timeout=120_000)
+    info = page.locator("#html_info_img2img").inner_text()
+    assert ("Mask blur" in info) == (kind == "inpaint")
+    out = np.asarray(Image.open(sorted((data / "outputs" / "img2img-images").rglob("*-9191.png"))[-1]).convert("L"))
+    assert (out[:4] == 255).all() and (out[-4:] == 255).all()  # untouched white around the stroke
+    if kind == "sketch":
+        assert 0.01 < (out < 128).mean() < 0.9  # the black stroke (a wide brush on 64 pixels) across the middle
+    else:  # the tiny test model paints noise where the mask is
+        assert 0.01 < (out != 255).mean() < 0.9
+    page.close()

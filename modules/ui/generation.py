@@ -281,6 +281,18 @@ def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
     return background.convert("RGB"), mask
 
 
+SKETCH_BRUSH = gr.Brush(colors=["#000000", "#ffffff", "#dc1e1e", "#1eaa28", "#1e3cdc", "#f0dc1e", "#fa8c14",
+                               "#8c28b4"], default_color="#000000", color_mode="defaults")
+
+
+def _composite(value) -> Image.Image | None:
+    """The picture as painted: background with the strokes on it."""
+    if not value or value.get("background") is None:
+        return None
+    composite = value.get("composite")
+    return (composite if composite is not None else value["background"]).convert("RGB")
+
+
 def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fields: bool = True,
                   thumbnails: networks.Thumbnails | None = None):
     steps_proxy = gr.State(20)
@@ -294,10 +306,17 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
                 with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as t1:
                     init_image = gr.Image(label="Image for img2img", type="pil", elem_id="img2img_image", format="png",
                                           height=400)
+                with gr.Tab("Sketch", id="sketch", elem_id="img2img_img2img_sketch_tab") as t_sketch:
+                    sketch = gr.ImageEditor(label="Image for img2img (paint on it)", type="pil", format="png",
+                                            elem_id="img2img_sketch", height=400, brush=SKETCH_BRUSH)
                 with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as t2:
                     inpaint = gr.ImageEditor(label="Image for inpainting with mask", type="pil", format="png",
                                              elem_id="img2maskimg", height=400,
                                              brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
+                with gr.Tab("Inpaint sketch", id="inpaint_sketch", elem_id="img2img_inpaint_sketch_tab") as t_isketch:
+                    inpaint_sketch = gr.ImageEditor(label="Image for inpainting (paint the new content)", type="pil",
+                                                    format="png", elem_id="inpaint_sketch", height=400,
+                                                    brush=SKETCH_BRUSH)
                 with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as t3:
                     upload_image = gr.Image(label="Image", type="pil", elem_id="img_inpaint_base", format="png")
                     upload_mask = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", image_mode="L", format="png")
@@ -306,7 +325,8 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
                     batch_out = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
                     batch_mask = gr.Textbox(label="Inpaint batch mask directory (optional)",
                                             elem_id="img2img_batch_inpaint_mask_dir")
-            for tab, name in ((t1, "img2img"), (t2, "inpaint"), (t3, "inpaint_upload"), (t4, "batch")):
+            for tab, name in ((t1, "img2img"), (t_sketch, "sketch"), (t2, "inpaint"), (t_isketch, "inpaint_sketch"),
+                              (t3, "inpaint_upload"), (t4, "batch")):
                 tab.select(lambda n=name: n, outputs=mode, queue=False, api_visibility="private")
             resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", type="index",
                                    elem_id="resize_mode")
@@ -329,14 +349,19 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
     c.reuse_seed.click(lambda last: (last or {}).get("seed", -1), inputs=last_seed, outputs=c.seed, queue=False,
                        api_visibility="private")
 
-    inputs = [prompt, negative, styles, mode, init_image, inpaint, upload_image, upload_mask, batch_in, batch_out, batch_mask,
-              resize_mode, mask_blur, mask_mode, fill, area, padding, denoise] + c.common()
+    inputs = [prompt, negative, styles, mode, init_image, sketch, inpaint, inpaint_sketch, upload_image, upload_mask,
+              batch_in, batch_out, batch_mask, resize_mode, mask_blur, mask_mode, fill, area, padding, denoise] + c.common()
 
-    def run(prompt_text, negative_text, style_names, tab, image, editor, up_image, up_mask, b_in, b_out, b_mask, resize, blur,
-            invert, fill_mode, full_res, pad, strength, *common):
+    def run(prompt_text, negative_text, style_names, tab, image, sketched, editor, sketched_inpaint, up_image, up_mask,
+            b_in, b_out, b_mask, resize, blur, invert, fill_mode, full_res, pad, strength, *common):
         mask = None
-        if tab == "inpaint":
+        if tab == "sketch":
+            image = _composite(sketched)
+        elif tab == "inpaint":
             image, mask = _mask_from_editor(editor)
+        elif tab == "inpaint_sketch":  # the painted strokes are the new content and, where painted, the mask
+            _, mask = _mask_from_editor(sketched_inpaint)
+            image = _composite(sketched_inpaint)
         elif tab == "inpaint_upload":
             image, mask = up_image, up_mask
         fields = Controls.request_fields(list(common))
@@ -357,7 +382,7 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
     generate.click(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_name="img2img",
                    concurrency_limit=1, concurrency_id="generate")
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info,
-            "image": init_image, "inpaint": inpaint, "tabs": tabs, "mode": mode, "paste": paste, "send": send,
+            "image": init_image, "sketch": sketch, "inpaint": inpaint, "inpaint_sketch": inpaint_sketch, "tabs": tabs, "mode": mode, "paste": paste, "send": send,
             "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box}
 
 
