@@ -355,3 +355,63 @@ def test_sketch_tabs_use_the_painted_picture(server, browser, tmp_path, tab, edi
     else:  # the tiny test model paints noise where the mask is
         assert 0.01 < (out != 255).mean() < 0.9
     page.close()
+
+
+def _saved(data, kind="txt2img-images") -> list:
+    return sorted((data / "outputs" / kind).rglob("*.png"))
+
+
+def test_generate_forever_until_cancelled_then_save_and_zip(server, browser):
+    url, data = server
+    page = browser.new_page(viewport={"width": 1300, "height": 1100})
+    page.goto(url)
+    page.locator("#txt2img_prompt textarea").fill("forever")
+    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 1)):
+        set_number(page, elem_id, value)
+    before = len(_saved(data))
+    page.locator("#txt2img_generate").click(button="right")
+    page.locator("#generate_forever_menu button", has_text="Generate forever").click()
+    deadline = time.time() + 120
+    while len(_saved(data)) < before + 3:  # it keeps going by itself
+        assert time.time() < deadline, "generate forever did not repeat"
+        time.sleep(0.3)
+    page.locator("#txt2img_generate").click(button="right")
+    page.locator("#generate_forever_menu button", has_text="Cancel generate forever").click()
+    time.sleep(2)
+    stopped_at = len(_saved(data))
+    time.sleep(3)
+    assert len(_saved(data)) <= stopped_at + 1  # at most the job that was running finishes
+
+    page.locator("#save_txt2img").click()
+    page.wait_for_function("document.querySelector('#txt2img_files_notice').innerText.includes('Saved')")
+    saved = sorted((data / "outputs" / "saved").glob("*.png"))
+    assert saved and "forever" in Image.open(saved[-1]).info["parameters"]
+    assert page.locator("#download_files_txt2img").is_visible()
+    page.locator("#save_zip_txt2img").click()
+    page.wait_for_function("document.querySelector('#txt2img_files_notice').innerText.includes('.zip')")
+    import zipfile
+    with zipfile.ZipFile(sorted((data / "outputs" / "saved").glob("*.zip"))[-1]) as zf:
+        names = zf.namelist()
+        assert names and "forever" in Image.open(zf.open(names[0])).info["parameters"]
+    page.close()
+
+
+def test_interrupt_stops_a_long_run_and_keeps_what_is_done(server, browser):
+    url, data = server
+    page = browser.new_page(viewport={"width": 1300, "height": 1100})
+    page.goto(url)
+    page.locator("#txt2img_prompt textarea").fill("a long run")
+    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 30),
+                           ("txt2img_batch_count", 40)):
+        set_number(page, elem_id, value)
+    page.locator("#txt2img_seed input").fill("5000")
+    page.locator("#txt2img_generate").click()
+    page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('batch 2/40')",
+                           timeout=120_000)
+    page.locator("#txt2img_interrupt").click()
+    page.wait_for_function("document.querySelector('#html_info_txt2img').innerText.includes('Interrupted')",
+                           timeout=120_000)
+    run = [p for p in _saved(data) if 5000 <= int(p.stem.split("-")[1]) < 5040]
+    assert 1 <= len(run) < 40  # stopped early; the pictures finished before are kept
+    assert page.locator("#txt2img_gallery img").count() >= 1
+    page.close()

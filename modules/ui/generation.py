@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 import html
+import io
 import logging
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
 
 import gradio as gr
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, PngImagePlugin
 
+from modules import images
 from modules.processing import (MASKED_CONTENT, RESIZE_MODES, GenerationError, GenerationResult, Img2ImgRequest,
                                 LATENT_UPSCALE_MODES, IMAGE_UPSCALERS, Txt2ImgRequest)
 from modules.progress import ProgressSnapshot
@@ -160,19 +168,85 @@ def _styles_controls(tab: str, worker: GenerationWorker, prompt: gr.Textbox, neg
     return styles
 
 
-def output_panel(tab: str):
+def output_panel(tab: str, worker: GenerationWorker, show_dir_fields: bool = True):
     with gr.Column(elem_id=f"{tab}_results"):
         progress = gr.HTML("", elem_id=f"{tab}_progress")
         gallery = gr.Gallery(label="Output", elem_id=f"{tab}_gallery", columns=2, height=520, preview=True,
                              format="png", type="pil")  # lossless, so "Send to" hands on the exact pixels
         with gr.Row():
+            open_folder = gr.Button("📂", elem_id=f"{tab}_open_folder", size="sm", min_width=40, scale=0,
+                                    visible=show_dir_fields)
+            save = gr.Button("💾 Save", elem_id=f"save_{tab}", size="sm")
+            save_zip = gr.Button("🗃️ Zip", elem_id=f"save_zip_{tab}", size="sm")
             send = {target: gr.Button(label, elem_id=f"{tab}_send_to_{target}", size="sm")
                     for target, label in (("img2img", "Send to img2img"), ("inpaint", "Send to inpaint"),
                                           ("extras", "Send to extras"))}
+        download = gr.File(label="Download", visible=False, elem_id=f"download_files_{tab}", file_count="multiple")
         info = gr.HTML("", elem_id=f"html_info_{tab}")
+        notice = gr.HTML("", elem_id=f"{tab}_files_notice")
     selected = gr.State(0)
+    last = gr.State({})
     gallery.select(_selected_index, outputs=selected, queue=False, api_visibility="private")
-    return progress, gallery, info, send, selected
+    outputs_dir = worker.ctx.outputs_dir
+    folder = outputs_dir / f"{tab}-images"
+
+    def save_selected(gallery_value, index, last_value):
+        if not gallery_value:
+            return gr.update(visible=False), "<p class='warning'>Nothing to save yet.</p>"
+        index = min(max(int(index or 0), 0), len(gallery_value) - 1)
+        texts = (last_value or {}).get("infotexts") or [""]
+        path = images.save_image(gallery_value[index][0], outputs_dir / "saved", None,
+                                 texts[min(index, len(texts) - 1)] or None)
+        return gr.update(value=[str(path)], visible=True), f"<p>Saved {html.escape(str(path))}</p>"
+
+    def zip_all(gallery_value, last_value):
+        if not gallery_value:
+            return gr.update(visible=False), "<p class='warning'>Nothing to zip yet.</p>"
+        texts = (last_value or {}).get("infotexts") or [""]
+        path = _zip_pictures([item[0] for item in gallery_value], texts, outputs_dir / "saved")
+        return gr.update(value=[str(path)], visible=True), f"<p>Saved {html.escape(str(path))}</p>"
+
+    def open_outputs():
+        return f"<p>{html.escape(open_in_file_manager(folder))}</p>"
+
+    save.click(save_selected, inputs=[gallery, selected, last], outputs=[download, notice], api_visibility="private")
+    save_zip.click(zip_all, inputs=[gallery, last], outputs=[download, notice], api_visibility="private")
+    open_folder.click(open_outputs, outputs=notice, api_visibility="private")
+    return progress, gallery, info, send, selected, last
+
+
+def _zip_pictures(pictures: list[Image.Image], infotexts: list[str], folder: Path) -> Path:
+    """All pictures of the gallery as PNGs (with their parameters) in one zip file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / time.strftime("images-%Y%m%d-%H%M%S.zip")
+    n = 1
+    while path.exists():
+        n += 1
+        path = folder / time.strftime(f"images-%Y%m%d-%H%M%S-{n}.zip")
+    with zipfile.ZipFile(path, "w") as zf:
+        for i, picture in enumerate(pictures):
+            meta = PngImagePlugin.PngInfo()
+            text = infotexts[min(i, len(infotexts) - 1)] if infotexts else ""
+            if text:
+                meta.add_text("parameters", text)
+            buf = io.BytesIO()
+            picture.save(buf, format="PNG", pnginfo=meta)
+            zf.writestr(f"{i:05}.png", buf.getvalue())
+    return path
+
+
+def open_in_file_manager(folder: Path) -> str:
+    """Open the folder on the computer running this program (where the files are); say where it is."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        if sys.platform == "win32":
+            os.startfile(folder)  # type: ignore[attr-defined]  # noqa: S606 (opening a folder is the point)
+        else:
+            subprocess.Popen(["open" if sys.platform == "darwin" else "xdg-open", str(folder)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return f"No file manager could be started here; the pictures are in {folder}"
+    return f"Opened {folder}"
 
 
 def _selected_index(evt: gr.SelectData) -> int:
@@ -204,11 +278,15 @@ def stream(worker: GenerationWorker, req):
         yield "", gr.skip(), f"<p class='error'>❌ Generation failed: {html.escape(str(e))}.{hint}</p>", gr.skip()
 
 
+def _forever(tab: str) -> dict:
+    """After a generation: press Generate again while "Generate forever" is on (the button's right-click menu)."""
+    return dict(fn=None, js=f"() => window.generateForeverNext('{tab}')", api_visibility="private", queue=False)
+
+
 def build_txt2img(worker: GenerationWorker, default_size: int = 512, thumbnails: networks.Thumbnails | None = None):
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste, styles = prompt_boxes("txt2img", worker, steps_proxy)
     checkpoint_box = networks.build("txt2img", worker, thumbnails or networks.Thumbnails())
-    last_seed = gr.State({})
     with gr.Row():
         with gr.Column(scale=1):
             c = Controls("txt2img", default_size)
@@ -237,7 +315,7 @@ def build_txt2img(worker: GenerationWorker, default_size: int = 512, thumbnails:
                                       elem_id="txt2img_refiner_switch_at")
             gr.Dropdown(["None"], value="None", label="Script", elem_id="txt2img_script")
         with gr.Column(scale=1):
-            progress, gallery, info, send, selected = output_panel("txt2img")
+            progress, gallery, info, send, selected, last_seed = output_panel("txt2img", worker)
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
     c.reuse_seed.click(lambda last: (last or {}).get("seed", -1), inputs=last_seed, outputs=c.seed, queue=False,
                        api_visibility="private")
@@ -258,9 +336,9 @@ def build_txt2img(worker: GenerationWorker, default_size: int = 512, thumbnails:
         yield from stream(worker, req)
 
     generate.click(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_name="txt2img",
-                   concurrency_limit=1, concurrency_id="generate")
+                   concurrency_limit=1, concurrency_id="generate").then(**_forever("txt2img"))
     prompt.submit(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_visibility="private",
-                  concurrency_limit=1, concurrency_id="generate")
+                  concurrency_limit=1, concurrency_id="generate").then(**_forever("txt2img"))
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info, "paste": paste,
             "styles": styles, "send": send, "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box}
 
@@ -298,7 +376,6 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste, styles = prompt_boxes("img2img", worker, steps_proxy)
     checkpoint_box = networks.build("img2img", worker, thumbnails or networks.Thumbnails())
-    last_seed = gr.State({})
     mode = gr.State("img2img")
     with gr.Row():
         with gr.Column(scale=1):
@@ -344,7 +421,7 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
             denoise = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
                                 elem_id="img2img_denoising_strength")
         with gr.Column(scale=1):
-            progress, gallery, info, send, selected = output_panel("img2img")
+            progress, gallery, info, send, selected, last_seed = output_panel("img2img", worker, show_dir_fields)
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
     c.reuse_seed.click(lambda last: (last or {}).get("seed", -1), inputs=last_seed, outputs=c.seed, queue=False,
                        api_visibility="private")
@@ -380,15 +457,13 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
         yield from stream(worker, req)
 
     generate.click(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_name="img2img",
-                   concurrency_limit=1, concurrency_id="generate")
+                   concurrency_limit=1, concurrency_id="generate").then(**_forever("img2img"))
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info,
             "image": init_image, "sketch": sketch, "inpaint": inpaint, "inpaint_sketch": inpaint_sketch, "tabs": tabs, "mode": mode, "paste": paste, "send": send,
             "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box}
 
 
 def _batch(worker: GenerationWorker, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str):
-    from pathlib import Path
-
     from modules.processing import process_img2img_folder
     if not input_dir:
         yield "", gr.skip(), "<p class='error'>❌ Give an input directory.</p>", gr.skip()
