@@ -69,7 +69,8 @@ def build_app(args) -> WebUI:
     if not args.nowebui:
         from modules.ui.app import create_ui
         demo = create_ui(manager, worker, save_settings=save_settings, show_dir_fields=not args.hide_ui_dir_config,
-                         freeze_settings=args.freeze_settings, ui_config_file=paths.ui_config_file)
+                         freeze_settings=args.freeze_settings, ui_config_file=paths.ui_config_file,
+                         extensions_dir=paths.data_dir / "extensions")
     return WebUI(demo, worker, services)
 
 

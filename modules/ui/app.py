@@ -9,7 +9,7 @@ import gradio as gr
 from modules.localization import list_localizations, load_localization
 from modules.model_manager import ModelManager
 from modules.paths import REPO_ROOT
-from modules.ui import extras, generation, networks, paste, quicksettings, settings
+from modules.ui import extensions, extras, generation, networks, paste, quicksettings, settings
 from modules.ui.ui_config import apply_ui_config
 from modules.worker import GenerationWorker
 
@@ -200,8 +200,8 @@ def _follow_native_size(manager: ModelManager, checkpoint: gr.Dropdown, size: in
 
 
 def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Callable[[], None],
-              show_dir_fields: bool = True, freeze_settings: bool = False, ui_config_file: Path | None = None
-              ) -> gr.Blocks:
+              show_dir_fields: bool = True, freeze_settings: bool = False, ui_config_file: Path | None = None,
+              extensions_dir: Path = REPO_ROOT / "extensions") -> gr.Blocks:
     current = manager.current
     size = current.spec.native_size if current is not None else 512
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
@@ -216,6 +216,8 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
                 extras_image = extras.build(worker.ctx.outputs_dir, show_dir_fields)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 paste.build_png_info({"txt2img": t2i, "img2img": i2i}, main_tabs)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                extensions.build(extensions_dir)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings.build(manager.options, save_settings, freeze_settings, show_dir_fields,
                                list_localizations(LOCALIZATION_DIRS))
