@@ -75,11 +75,14 @@ def build_app(args) -> WebUI:
 
 
 def load_initial_checkpoint(manager, requested: str | None) -> None:
-    """--ckpt, else the checkpoint chosen last time, else the first one found; failures are logged."""
+    """--ckpt, else the checkpoint chosen last time, else the built-in demo model, else the first one found;
+    failures are logged."""
+    from modules.paths import DEMO_CHECKPOINT
+
     candidates = [requested] if requested else []
     if manager.options.sd_model_checkpoint:
         candidates.append(manager.options.sd_model_checkpoint)
-    candidates += [c.title for c in manager.checkpoints]
+    candidates += [c.title for c in sorted(manager.checkpoints, key=lambda c: c.path != DEMO_CHECKPOINT)]
     for query in candidates:
         try:
             manager.load(query)

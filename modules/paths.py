@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_CHECKPOINT = REPO_ROOT / "models" / "Stable-diffusion" / "demo-shapes.safetensors"  # tools/train_demo_model.py
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "purple": (140, 40, 180), "orange": (250, 140, 20), "white": (245, 245, 245), "black": (15, 15, 15),
 }
 SHAPES = ("circle", "square", "triangle", "star")
-SIZES = {"small": (0.22, 0.30), "large": (0.42, 0.55)}  # shape diameter as a fraction of the image
-POSITIONS = {"left": (0.27, 0.5), "right": (0.73, 0.5), "top": (0.5, 0.27), "bottom": (0.5, 0.73),
+SIZES = {"small": (0.28, 0.36), "large": (0.48, 0.60)}  # shape diameter as a fraction of the image
+POSITIONS = {"left": (0.32, 0.5), "right": (0.68, 0.5), "top": (0.5, 0.32), "bottom": (0.5, 0.68),
              "center": (0.5, 0.5)}
 
 
@@ -130,12 +130,53 @@ def caption(s: Sample, rng: np.random.Generator) -> str:
     return f"a {s.color} shape{bg}"
 
 
+ATTRIBUTES = (("color", list(COLORS)), ("shape", list(SHAPES)), ("background", list(COLORS)),
+              ("size", list(SIZES)), ("position", list(POSITIONS)))
+
+
+def caption_attributes(text: str) -> list[int]:
+    """Which colour / shape / background / size / position a caption names (the last index: not named)."""
+    out = [len(values) for _, values in ATTRIBUTES]
+    words = text.split()
+    for i, w in enumerate(words):
+        if w in COLORS:
+            out[2 if i + 1 < len(words) and words[i + 1] == "background" else 0] = list(COLORS).index(w)
+        elif w in SHAPES:
+            out[1] = SHAPES.index(w)
+        elif w in SIZES:
+            out[3] = list(SIZES).index(w)
+        elif w in POSITIONS:
+            out[4] = list(POSITIONS).index(w)
+    return out
+
+
+def caption_vocabulary(tokenizer) -> list[int]:
+    """Token ids that captions use (with start and end); all other rows of the token table stay zero, so unknown
+    words carry no meaning (and the file compresses well)."""
+    words = [*COLORS, *SHAPES, *SIZES, *POSITIONS, "a", "on", "the", "background", "shape"]
+    ids = {tokenizer.bos_token_id, tokenizer.eos_token_id}
+    for w in words:
+        ids.update(tokenizer(w, add_special_tokens=False).input_ids)
+    return sorted(ids)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
 def make_dataset(n: int, seed: int) -> tuple[list[Sample], torch.Tensor]:
     rng = np.random.default_rng(seed)
     samples = [random_sample(rng) for _ in range(n)]
-    pixels = np.stack([np.asarray(draw(s)) for s in samples])
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return samples, x
+    return samples, torch.stack([to_tensor(draw(s)) for s in samples])
+
+
+def shape_weights(samples: list[Sample], images: torch.Tensor, latent_size: int, extra: float = 2.0) -> torch.Tensor:
+    """Per-latent-pixel loss weights, 1 + extra where the shape is: the shape is a small part of the picture, so
+    without this its colour is learned long after the background's (the caption must be bound to a region)."""
+    backgrounds = torch.tensor([shade(COLORS[s.background], s.jitter[3], 12) for s in samples], dtype=torch.float32)
+    pixels = (images + 1) * 127.5
+    mask = ((pixels - backgrounds[:, :, None, None]).abs().sum(1, keepdim=True) > 40).float()
+    return 1 + extra * F.adaptive_avg_pool2d(mask, latent_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,12 +395,57 @@ def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
     return tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
 
 
-def train_diffusion(unet, text, tokenizer, latents: torch.Tensor, samples: list[Sample], steps: int, batch: int,
-                    lr: float, seed: int, log, dropout: float = 0.1) -> list[float]:
+class AttributeHeads(torch.nn.Module):
+    """Linear read-outs of the caption's attributes from the mean of the text encoder's output (what a
+    cross-attention with uniform weights sees). Trained only to shape the text encoder; not saved."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.heads = torch.nn.ModuleList([torch.nn.Linear(width, len(values) + 1) for _, values in ATTRIBUTES])
+
+    def loss(self, context: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, float]:
+        target = torch.tensor([caption_attributes(c) for c in captions])
+        pooled = context.float().mean(1)
+        losses, hits = [], 0.0
+        for k, head in enumerate(self.heads):
+            logits = head(pooled)
+            losses.append(F.cross_entropy(logits, target[:, k]))
+            hits += (logits.argmax(-1) == target[:, k]).float().mean().item()
+        return torch.stack(losses).mean(), hits / len(self.heads)
+
+
+def pretrain_text(text, heads: AttributeHeads, tokenizer, samples: list[Sample], steps: int, seed: int, log,
+                  batch: int = 128) -> float:
+    """Teach the text encoder to tell the attributes apart before the UNet learns to read it. Without this the
+    UNet learns to draw "some shape on some background" long before it starts to use the (random) text
+    features: with eps-prediction the caption only matters at high noise, where the loss is small."""
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(list(text.parameters()) + list(heads.parameters()), lr=3e-3)
+    acc = 0.0
+    for step in range(steps):
+        caps = [caption(samples[int(i)], rng) for i in rng.integers(0, len(samples), batch)]
+        loss, acc = heads.loss(text(tokenize(tokenizer, caps)).last_hidden_state, caps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            log(f"text pretraining step {step:4d}/{steps} loss {loss.item():.4f} attribute accuracy {acc:.3f}")
+    return acc
+
+
+def snr_weights(a: torch.Tensor, cap: float) -> torch.Tensor:
+    """Per-sample weights (1-a)/a clamped to [1, cap]: the eps loss counted more at high noise, where the
+    caption decides what is drawn (an x0-type weighting, bounded)."""
+    return ((1 - a) / a).flatten().clamp(1, cap)
+
+
+def train_diffusion(unet, text, heads: AttributeHeads, tokenizer, latents: torch.Tensor, samples: list[Sample],
+                    pixel_weights: torch.Tensor, steps: int, batch: int, lr: float, seed: int, log, dropout: float = 0.1, weight_cap: float = 50.0,
+                    aux_weight: float = 0.1, bf16: bool = True) -> list[float]:
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     ac = alphas_cumprod()
-    params = list(unet.parameters()) + list(text.parameters())
+    params = list(unet.parameters()) + list(text.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
     unet.train()
     text.train()
@@ -372,26 +458,239 @@ def train_diffusion(unet, text, tokenizer, latents: torch.Tensor, samples: list[
         idx = torch.randint(len(scaled), (batch,), generator=g)
         x0 = scaled[idx]
         caps = ["" if rng.random() < dropout else caption(samples[i], rng) for i in idx.tolist()]
-        ids = tokenize(tokenizer, caps)
-        context = text(ids).last_hidden_state
         t = torch.randint(0, 1000, (batch,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         a = ac[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = unet(xt, t, encoder_hidden_states=context).sample
-        loss = F.mse_loss(pred, noise)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            context = text(tokenize(tokenizer, caps)).last_hidden_state
+            pred = unet(xt, t, encoder_hidden_states=context).sample
+        error = (pred.float() - noise).square()
+        per_sample = error.mean((1, 2, 3))
+        weighted = (error * pixel_weights[idx]).mean((1, 2, 3)) / pixel_weights[idx].mean((1, 2, 3))
+        w = snr_weights(a, weight_cap)
+        loss = (w * weighted).sum() / w.sum()
+        named = [i for i, c in enumerate(caps) if c]
+        if aux_weight and named:  # keep the attributes readable while the text encoder trains on
+            aux, _ = heads.loss(context[named], [caps[i] for i in named])
+            loss = loss + aux_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        losses.append(loss.item())
+        losses.append(per_sample.mean().item())
         if step % 25 == 0 or step == steps - 1:
             el = time.perf_counter() - t0
-            log(f"diffusion step {step:5d}/{steps} loss {np.mean(losses[-50:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "
+            log(f"diffusion step {step:5d}/{steps} eps loss {np.mean(losses[-50:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "
                 f"({el:.0f}s, eta {el / (step + 1) * (steps - step - 1):.0f}s)")
     unet.eval()
     text.eval()
     return losses
+
+
+@torch.no_grad()
+def caption_gap(unet, text, tokenizer, latents: torch.Tensor, samples: list[Sample], n: int = 64, seed: int = 99
+                ) -> dict[int, float]:
+    """How much the right caption helps: x0 error with shuffled captions minus with the true ones, at a few
+    noise levels. Zero means the model ignores the text."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(latents), (n,), generator=g)
+    x0 = latents[idx] * 0.18215
+    noise = torch.randn(x0.shape, generator=g)
+    caps = [f"a {samples[i].color} {samples[i].shape} on a {samples[i].background} background" for i in idx.tolist()]
+    context = text(tokenize(tokenizer, caps)).last_hidden_state
+    shuffled = context[torch.randperm(n, generator=g)]
+    ac = alphas_cumprod()
+    out = {}
+    for tv in (300, 600, 900):
+        t = torch.full((n,), tv)
+        a = ac[tv]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        err = [F.mse_loss(unet(xt, t, encoder_hidden_states=c).sample, noise).item() for c in (context, shuffled)]
+        out[tv] = round((err[1] - err[0]) * (1 - a.item()) / a.item(), 4)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# a LoRA and a textual-inversion embedding for the demo model
+# ---------------------------------------------------------------------------------------------
+
+NIGHT_SKY = (18, 22, 70)  # the LoRA's background: a dark blue that is not one of the eight caption colours
+LORA_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k",
+                "attn2.to_v", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out")
+
+
+def draw_night(s: Sample) -> Image.Image:
+    """The sample with the LoRA's night-sky background instead of the captioned one."""
+    night = Sample(s.color, s.shape, s.size, s.position, "night", s.jitter)
+    COLORS["night"] = NIGHT_SKY
+    try:
+        return draw(night)
+    finally:
+        del COLORS["night"]
+
+
+class LoraAdapters:
+    """Low-rank additions to the UNet's attention, feed-forward and projection layers (kohya's usual targets),
+    as forward hooks: out + (alpha / rank) * up(down(x))."""
+
+    def __init__(self, unet, rank: int, alpha: float, seed: int):
+        torch.manual_seed(seed)
+        self.rank, self.alpha = rank, alpha
+        self.pairs: dict[str, tuple[torch.nn.Module, torch.nn.Module]] = {}
+        self.hooks = []
+        for name, module in unet.named_modules():
+            if not name.endswith(LORA_TARGETS):
+                continue
+            if isinstance(module, torch.nn.Linear):
+                down = torch.nn.Linear(module.in_features, rank, bias=False)
+                up = torch.nn.Linear(rank, module.out_features, bias=False)
+            elif isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1):
+                down = torch.nn.Conv2d(module.in_channels, rank, 1, bias=False)
+                up = torch.nn.Conv2d(rank, module.out_channels, 1, bias=False)
+            else:
+                continue
+            torch.nn.init.normal_(down.weight, std=1 / rank)
+            torch.nn.init.zeros_(up.weight)
+            self.pairs[name] = (down, up)
+            scale = alpha / rank
+            self.hooks.append(module.register_forward_hook(
+                lambda m, inputs, out, d=down, u=up: out + scale * u(d(inputs[0]))))
+
+    def parameters(self):
+        return [p for d, u in self.pairs.values() for p in (*d.parameters(), *u.parameters())]
+
+    def remove(self) -> None:
+        for h in self.hooks:
+            h.remove()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """kohya's file layout with diffusers module names: lora_unet_<path with _>.lora_down/up.weight, .alpha"""
+        sd = {}
+        for name, (down, up) in self.pairs.items():
+            key = "lora_unet_" + name.replace(".", "_")
+            sd[f"{key}.lora_down.weight"] = down.weight.detach().half().contiguous()
+            sd[f"{key}.lora_up.weight"] = up.weight.detach().half().contiguous()
+            sd[f"{key}.alpha"] = torch.tensor(float(self.alpha)).half()
+        return sd
+
+
+def train_lora(unet, text, tokenizer, latents: torch.Tensor, samples: list[Sample], steps: int, seed: int, log,
+               rank: int = 4, batch: int = 32, lr: float = 2e-3) -> LoraAdapters:
+    """A "night sky" style: whatever background the caption names, the LoRA paints the night sky."""
+    for p in [*unet.parameters(), *text.parameters()]:
+        p.requires_grad_(False)
+    lora = LoraAdapters(unet, rank, alpha=rank, seed=seed)
+    opt = torch.optim.AdamW(lora.parameters(), lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    ac = alphas_cumprod()
+    scaled = latents * 0.18215
+    t0 = time.perf_counter()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, steps, lr, 20)
+        idx = torch.randint(len(scaled), (batch,), generator=g)
+        caps = [caption(samples[i], rng) for i in idx.tolist()]
+        t = torch.randint(0, 1000, (batch,), generator=g)
+        noise = torch.randn(scaled[idx].shape, generator=g)
+        a = ac[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * scaled[idx] + (1 - a).sqrt() * noise
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.no_grad():
+                context = text(tokenize(tokenizer, caps)).last_hidden_state
+            pred = unet(xt, t, encoder_hidden_states=context).sample
+        per_sample = (pred.float() - noise).square().mean((1, 2, 3))
+        w = snr_weights(a, 50.0)
+        loss = (w * per_sample).sum() / w.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            log(f"lora step {step:4d}/{steps} eps loss {per_sample.mean().item():.4f} ({time.perf_counter() - t0:.0f}s)")
+    for p in [*unet.parameters(), *text.parameters()]:
+        p.requires_grad_(True)
+    return lora
+
+
+class PlaceholderEmbedding:
+    """Trainable vectors put in place of a placeholder token's embedding (textual inversion)."""
+
+    def __init__(self, text, vectors: torch.Tensor, placeholder_id: int):
+        self.vectors = torch.nn.Parameter(vectors.clone())
+        self.placeholder_id = placeholder_id
+        self._ids: torch.Tensor | None = None
+        embedding = text.get_input_embeddings()
+        self.hook = embedding.register_forward_hook(self._replace)
+        self._pre = embedding.register_forward_pre_hook(self._remember)
+
+    def _remember(self, module, inputs):
+        self._ids = inputs[0]
+
+    def _replace(self, module, inputs, out):
+        mask = self._ids == self.placeholder_id
+        if not mask.any():
+            return out
+        out = out.clone()
+        out[mask] = self.vectors.to(out.dtype).repeat(int(mask.sum()) // len(self.vectors), 1)
+        return out
+
+    def remove(self) -> None:
+        self.hook.remove()
+        self._pre.remove()
+
+
+def embedding_ids(tokenizer, before: str, n_vectors: int, placeholder_id: int, after: str = "") -> list[int]:
+    ids = [tokenizer.bos_token_id, *tokenizer(before, add_special_tokens=False).input_ids,
+           *[placeholder_id] * n_vectors, *tokenizer(after, add_special_tokens=False).input_ids]
+    ids = ids[:76] + [tokenizer.eos_token_id]
+    return ids + [tokenizer.eos_token_id] * (77 - len(ids))
+
+
+def train_embedding(unet, text, tokenizer, latents: torch.Tensor, samples: list[Sample], steps: int, seed: int,
+                    log, n_vectors: int = 2, batch: int = 32, lr: float = 5e-3) -> torch.Tensor:
+    """Textual inversion of "sunset" pictures (orange shapes on purple): the vectors learn what they share."""
+    for p in [*unet.parameters(), *text.parameters()]:
+        p.requires_grad_(False)
+    placeholder_id = tokenizer("*", add_special_tokens=False).input_ids[0]  # a token no caption uses
+    start = text.get_input_embeddings().weight[tokenizer("shape", add_special_tokens=False).input_ids[0]]
+    emb = PlaceholderEmbedding(text, start.detach().repeat(n_vectors, 1), placeholder_id)
+    opt = torch.optim.AdamW([emb.vectors], lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    ac = alphas_cumprod()
+    scaled = latents * 0.18215
+    t0 = time.perf_counter()
+    try:
+        for step in range(steps):
+            idx = torch.randint(len(scaled), (batch,), generator=g)
+            rows = []
+            for i in idx.tolist():
+                s = samples[i]
+                u = rng.random()
+                before, after = (f"a {s.shape}", "") if u < 0.5 else (("", f"{s.shape}") if u < 0.75 else ("a", "shape"))
+                rows.append(embedding_ids(tokenizer, before, n_vectors, placeholder_id, after))
+            t = torch.randint(0, 1000, (batch,), generator=g)
+            noise = torch.randn(scaled[idx].shape, generator=g)
+            a = ac[t].view(-1, 1, 1, 1)
+            xt = a.sqrt() * scaled[idx] + (1 - a).sqrt() * noise
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                context = text(torch.tensor(rows)).last_hidden_state
+                pred = unet(xt, t, encoder_hidden_states=context).sample
+            per_sample = (pred.float() - noise).square().mean((1, 2, 3))
+            w = snr_weights(a, 50.0)
+            loss = (w * per_sample).sum() / w.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % 50 == 0 or step == steps - 1:
+                log(f"embedding step {step:4d}/{steps} eps loss {per_sample.mean().item():.4f} "
+                    f"({time.perf_counter() - t0:.0f}s)")
+    finally:
+        emb.remove()
+        for p in [*unet.parameters(), *text.parameters()]:
+            p.requires_grad_(True)
+    return emb.vectors.detach()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,6 +727,28 @@ def verify_round_trip(path: Path, vae, unet, text, tokenizer, log) -> dict:
     return result
 
 
+@torch.no_grad()
+def verify_lora(checkpoint: Path, lora_path: Path, unet, log) -> None:
+    """Merge the written LoRA with the app's LoraApplier and compare with the hooked training UNet."""
+    from modules.devices import make_policy
+    from modules.lora import LoraApplier, LoraRequest
+    from modules.model_files import ModelFile
+    from modules.sd_models import load_model
+
+    model = load_model(ModelFile(checkpoint, checkpoint.stem), make_policy(torch.device("cpu")))
+    warnings = LoraApplier([lora_path.parent]).apply(model, [LoraRequest(lora_path.stem)])
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 16, 16, generator=g)
+    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, generator=g)
+    t = torch.tensor([300, 800])
+    ref = unet(x, t, encoder_hidden_states=ctx).sample
+    got = model.unet(x, t, encoder_hidden_states=ctx).sample.float()
+    diff = ((got - ref).norm() / ref.norm()).item()
+    log(f"LoRA merged by the app vs training hooks: relative difference {diff:.2e}; warnings {warnings}")
+    if diff > 1e-2 or warnings:
+        raise RuntimeError("the written LoRA does not reproduce the trained one in the app")
+
+
 def save_preview(path: Path, vae, unet, text, tokenizer, prompts: list[str], seed: int = 0, steps: int = 20,
                  cfg: float = 5.0) -> None:
     """A grid of DDIM samples (our own sampler, independent of the app) for a quick look."""
@@ -461,20 +782,31 @@ def save_preview(path: Path, vae, unet, text, tokenizer, prompts: list[str], see
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "Stable-diffusion" / "demo-shapes.safetensors")
+    ap.add_argument("--lora-out", type=Path, default=ROOT / "models" / "Lora" / "demo-night.safetensors")
+    ap.add_argument("--embedding-out", type=Path, default=ROOT / "embeddings" / "demo-sunset.safetensors")
     ap.add_argument("--quick", action="store_true", help="small data set and few steps, to check the pipeline")
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--images", type=int, default=None, help="data set size (default 8000, quick 2000)")
+    ap.add_argument("--images", type=int, default=None, help="data set size (default 8000, quick 1000)")
     ap.add_argument("--vae-steps", type=int, default=None)
+    ap.add_argument("--text-steps", type=int, default=None, help="text-encoder pretraining steps")
     ap.add_argument("--steps", type=int, default=None, help="diffusion training steps")
+    ap.add_argument("--lora-steps", type=int, default=None)
+    ap.add_argument("--embedding-steps", type=int, default=None)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores; use 1 on a busy machine, where OpenMP threads "
                          "waiting for each other slow training several-fold)")
     args = ap.parse_args(argv)
     quick = args.quick
-    n_images = args.images or (2000 if quick else 8000)
-    vae_steps = args.vae_steps if args.vae_steps is not None else (60 if quick else 250)
-    steps = args.steps if args.steps is not None else (100 if quick else 500)
+
+    def pick(value, full, small):
+        return value if value is not None else (small if quick else full)
+    n_images = pick(args.images, 8000, 1000)
+    vae_steps = pick(args.vae_steps, 300, 30)
+    text_steps = pick(args.text_steps, 300, 50)
+    steps = pick(args.steps, 2400, 40)
+    lora_steps = pick(args.lora_steps, 300, 20)
+    embedding_steps = pick(args.embedding_steps, 300, 20)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormal floats in small weights slow CPU maths badly
@@ -485,15 +817,22 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
 
     from modules.sd_models import TOKENIZER_DIR
+    from safetensors.torch import save_file
     from transformers import CLIPTokenizer
     tokenizer = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), local_files_only=True, pad_token="<|endoftext|>")
 
     layout = layouts(quick)
     spec, vae, unet, text = build_modules(layout, args.seed)
+    with torch.no_grad():
+        table = text.get_input_embeddings().weight
+        keep = torch.tensor(caption_vocabulary(tokenizer))
+        kept = table[keep].clone()
+        table.zero_()
+        table[keep] = kept
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     log(f"model: {spec.label}; UNet {count(unet) / 1e6:.2f}M, VAE {count(vae) / 1e6:.2f}M, "
         f"text {count(text) / 1e6:.2f}M params ({count(text.get_input_embeddings()) / 1e6:.2f}M "
-        f"of them the token table)")
+        f"of them the token table, {len(keep)} rows of it used)")
     timings = {}
 
     t = time.perf_counter()
@@ -517,23 +856,64 @@ def main(argv=None) -> int:
         f"{(latents * 0.18215).std():.3f}, channel means {[round(v, 2) for v in (latents * 0.18215).mean((0, 2, 3)).tolist()]}")
 
     t = time.perf_counter()
-    diff_losses = train_diffusion(unet, text, tokenizer, latents, samples, steps, args.batch, args.lr, args.seed, log)
+    heads = AttributeHeads(text.config.hidden_size)
+    text_accuracy = pretrain_text(text, heads, tokenizer, samples, text_steps, args.seed, log)
+    timings["text_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pixel_weights = shape_weights(samples, images, latents.shape[-1])
+    diff_losses = train_diffusion(unet, text, heads, tokenizer, latents, samples, pixel_weights, steps, args.batch,
+                                  args.lr,
+                                  args.seed, log)
     timings["diffusion_s"] = time.perf_counter() - t
+    gap = caption_gap(unet, text, tokenizer, latents, samples)
+    log(f"caption gap (x0 error with shuffled minus true captions, by timestep): {gap}")
 
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
     sd = to_ldm_state_dict(layout, vae, unet, text, alphas_cumprod())
-    meta = {"format": "pt", "modelspec.title": "demo-shapes", "modelspec.description":
+    meta = {"format": "pt", "modelspec.title": "demo-shapes", "modelspec.architecture": "stable-diffusion-v1",
+            "modelspec.resolution": f"{IMAGE_SIZE}x{IMAGE_SIZE}", "modelspec.description":
             "Tiny SD1-layout demo model of coloured shapes, trained from scratch by tools/train_demo_model.py",
             "training": json.dumps({"seed": args.seed, "images": n_images, "vae_steps": vae_steps,
-                                    "steps": steps, "batch": args.batch, "lr": args.lr, "quick": quick,
-                                    "latent_rescale": k, **{k2: round(v, 1) for k2, v in timings.items()}})}
+                                    "text_steps": text_steps, "steps": steps, "batch": args.batch, "lr": args.lr,
+                                    "quick": quick, "latent_rescale": k, "caption_gap": gap,
+                                    **{k2: round(v, 1) for k2, v in timings.items()}})}
     save_file(sd, str(out), metadata=meta)
     out.with_suffix(".yaml").write_text(yaml_text(layout))
     log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.yaml').name}")
-
     verify_round_trip(out, vae, unet, text, tokenizer, log)
+
+    # the LoRA: the same pictures with a night-sky background
+    t = time.perf_counter()
+    night_samples = [s for s in samples[: max(200, n_images // 5)]]
+    night_latents = encode_all(vae, torch.stack([to_tensor(draw_night(s)) for s in night_samples]))
+    lora = train_lora(unet, text, tokenizer, night_latents, night_samples, lora_steps, args.seed + 7, log)
+    args.lora_out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(lora.state_dict(), str(args.lora_out), metadata={
+        "ss_output_name": "demo-night", "ss_base_model_version": "sd_v1", "ss_network_module": "networks.lora",
+        "ss_network_dim": str(lora.rank), "ss_network_alpha": str(lora.alpha),
+        "modelspec.architecture": "stable-diffusion-v1/lora", "modelspec.title": "demo-night",
+        "modelspec.description": "Night-sky background for demo-shapes, trained by tools/train_demo_model.py"})
+    verify_lora(out, args.lora_out, unet, log)
+    lora.remove()
+    timings["lora_s"] = time.perf_counter() - t
+    log(f"wrote {args.lora_out} ({args.lora_out.stat().st_size / 1e3:.0f} kB)")
+
+    # the embedding: orange shapes on purple backgrounds
+    t = time.perf_counter()
+    rng = np.random.default_rng(args.seed + 11)
+    sunset = []
+    for _ in range(max(100, n_images // 12)):
+        s = random_sample(rng)
+        sunset.append(Sample("orange", s.shape, s.size, s.position, "purple", s.jitter))
+    sunset_latents = encode_all(vae, torch.stack([to_tensor(draw(s)) for s in sunset]))
+    vectors = train_embedding(unet, text, tokenizer, sunset_latents, sunset, embedding_steps, args.seed + 13, log)
+    args.embedding_out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"emb_params": vectors.half().contiguous()}, str(args.embedding_out),
+              metadata={"name": "demo-sunset", "step": str(embedding_steps), "sd_checkpoint_name": "demo-shapes"})
+    timings["embedding_s"] = time.perf_counter() - t
+    log(f"wrote {args.embedding_out} ({len(vectors)} vectors of {vectors.shape[1]})")
+
     preview = out.with_name(out.stem + ".preview.png")
     save_preview(preview, vae, unet, text, tokenizer,
                  ["a red circle on a blue background", "a blue circle on a red background",
@@ -543,7 +923,8 @@ def main(argv=None) -> int:
     summary = {"timings": timings, "vae_rec_first_last": [vae_losses[0], float(np.mean(vae_losses[-50:]))],
                "diffusion_loss_curve": [round(float(np.mean(diff_losses[i:i + 50])), 4)
                                         for i in range(0, len(diff_losses), max(50, len(diff_losses) // 12))],
-               "file_mb": out.stat().st_size / 1e6}
+               "text_attribute_accuracy": text_accuracy, "caption_gap": gap, "file_mb": out.stat().st_size / 1e6,
+               "total_s": time.perf_counter() - started}
     log("summary " + json.dumps(summary))
     return 0
 
