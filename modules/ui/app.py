@@ -205,7 +205,7 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
     current = manager.current
     size = current.spec.native_size if current is not None else 512
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
-        checkpoint, status = quicksettings.build(manager, save_settings, worker)
+        checkpoint, status, switch_checkpoint = quicksettings.build(manager, save_settings, worker)
         thumbnails = networks.Thumbnails()
         with gr.Tabs(elem_id="tabs") as main_tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
@@ -224,8 +224,8 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
         for tab in (t2i, i2i):
             paste.wire_paste_button(tab)
             _wire_send_buttons(tab, i2i, extras_image, main_tabs)
-        networks.wire_checkpoint_cards([t2i["checkpoint_box"], i2i["checkpoint_box"]], worker, checkpoint, status,
-                                       save_settings, quicksettings.model_status)
+        networks.wire_checkpoint_cards([t2i["checkpoint_box"], i2i["checkpoint_box"]], checkpoint, status,
+                                       switch_checkpoint)
         _follow_native_size(manager, checkpoint, size, [t2i["controls"], i2i["controls"]])
         translations = gr.JSON(visible=False)
         demo.load(lambda: load_localization(LOCALIZATION_DIRS, manager.options.localization), outputs=translations,

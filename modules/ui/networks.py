@@ -17,7 +17,6 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from modules.checkpoint_io import CheckpointError
 from modules.model_files import preview_image
 from modules.worker import GenerationWorker
 
@@ -142,23 +141,14 @@ def build(tab: str, worker: GenerationWorker, thumbnails: Thumbnails) -> gr.Text
     return picked_checkpoint
 
 
-def wire_checkpoint_cards(boxes: list[gr.Textbox], worker: GenerationWorker, dropdown: gr.Dropdown,
-                          status: gr.Markdown, save_settings: Callable[[], None], status_text) -> None:
-    """A checkpoint card loads that checkpoint, like picking it in the top bar."""
-    manager = worker.ctx.models
+def wire_checkpoint_cards(boxes: list[gr.Textbox], dropdown: gr.Dropdown, status: gr.Markdown,
+                          switch_checkpoint: Callable[[str], tuple]) -> None:
+    """A checkpoint card loads that checkpoint, exactly as picking it in the top bar does."""
 
     def switch(title: str):
         if not title:  # the box was just cleared
             return gr.skip(), gr.skip(), gr.skip()
-        error = None
-        try:
-            worker.with_lock(lambda: manager.load(title))
-            save_settings()
-        except CheckpointError as e:
-            error = str(e)
-        current = manager.current
-        return (gr.update(choices=manager.checkpoint_titles(), value=current.file.title if current else None),
-                status_text(manager, error), "")
+        return (*switch_checkpoint(title), "")
 
     for box in boxes:
         box.change(switch, inputs=box, outputs=[dropdown, status, box], api_visibility="private")

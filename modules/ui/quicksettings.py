@@ -28,9 +28,9 @@ def model_status(manager: ModelManager, error: str | None = None) -> str:
 
 
 def build(manager: ModelManager, save_settings: Callable[[], None], worker: GenerationWorker
-          ) -> tuple[gr.Dropdown, gr.Markdown]:
-    """Create the quicksettings row inside the current Blocks context; returns the checkpoint picker and the
-    model status line."""
+          ) -> tuple[gr.Dropdown, gr.Markdown, Callable]:
+    """Create the quicksettings row inside the current Blocks context; returns the checkpoint picker, the
+    model status line and the function that switches checkpoints (for other controls that pick one)."""
     current = manager.current
     with gr.Row(elem_id="quicksettings"):
         checkpoint = gr.Dropdown(choices=manager.checkpoint_titles(),
@@ -72,4 +72,4 @@ def build(manager: ModelManager, save_settings: Callable[[], None], worker: Gene
     checkpoint.input(on_checkpoint, inputs=checkpoint, outputs=[checkpoint, status], api_name="set_checkpoint")
     vae.input(on_vae, inputs=vae, outputs=[vae, status], api_name="set_vae")
     refresh.click(on_refresh, outputs=[checkpoint, vae, status], api_name="refresh_checkpoints")
-    return checkpoint, status
+    return checkpoint, status, on_checkpoint
