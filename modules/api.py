@@ -77,17 +77,10 @@ Img2ImgPayload = create_model(
        "mask": (str | None, None), "include_init_images": (bool, False), **_API_EXTRAS})
 
 
-class ExtrasSinglePayload(_ApiBase):
-    image: str
-    resize_mode: int = 0
-    upscaling_resize: float = 2.0
-    upscaling_resize_w: int = 512
-    upscaling_resize_h: int = 512
-    upscaling_crop: bool = True
-    upscaler_1: str = "None"
-    upscaler_2: str = "None"
-    extras_upscaler_2_visibility: float = 0.0
-    show_extras_results: bool = True
+ExtrasSinglePayload = create_model(  # ExtrasRequest's fields; A1111's API defaults to no upscaler
+    "ExtrasSinglePayload", __base__=_ApiBase,
+    **{**_pydantic_fields(postprocessing.ExtrasRequest, skip={"save"}), "image": (str, ...),
+       "upscaler_1": (str, "None"), "show_extras_results": (bool, True)})
 
 
 class FileData(_ApiBase):
@@ -95,7 +88,7 @@ class FileData(_ApiBase):
     name: str = ""
 
 
-class ExtrasBatchPayload(ExtrasSinglePayload):
+class ExtrasBatchPayload(ExtrasSinglePayload):  # type: ignore[valid-type, misc]
     image: str = ""
     imageList: list[FileData] = Field(default_factory=list)  # noqa: N815 (A1111's name)
 
@@ -279,18 +272,18 @@ class _Api:
 
     # ---- extras and PNG info -------------------------------------------------------------------
     @staticmethod
-    def _extras_request(payload: ExtrasSinglePayload) -> postprocessing.ExtrasRequest:
+    def _extras_request(payload) -> postprocessing.ExtrasRequest:
         names = {f.name for f in fields(postprocessing.ExtrasRequest)}
         return postprocessing.ExtrasRequest(**{k: v for k, v in payload.model_dump().items() if k in names},
                                             save=False)
 
-    def _run_extras(self, pictures: list[Image.Image], payload: ExtrasSinglePayload):
+    def _run_extras(self, pictures: list[Image.Image], payload):
         try:
             return postprocessing.run_extras(pictures, self._extras_request(payload), self.ctx.outputs_dir)
         except postprocessing.PostprocessError as e:
             raise ApiError(422, str(e)) from e
 
-    def extra_single_image(self, payload: ExtrasSinglePayload):
+    def extra_single_image(self, payload: ExtrasSinglePayload):  # type: ignore[valid-type]
         out, texts, _ = self._run_extras([decode_image(payload.image)], payload)
         return {"html_info": texts[0], "image": encode_image(out[0], texts[0]) if payload.show_extras_results else None}
 

@@ -578,6 +578,21 @@ class LoraAdapters:
         return sd
 
 
+def frozen_model_loss(unet, x0: torch.Tensor, encode, g: torch.Generator, ac: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise-level-weighted eps loss of one batch, for training small additions (LoRA, embedding) to the
+    finished model; `encode` gives the text context (called under bf16 autocast). Returns (loss, per-sample loss)."""
+    t = torch.randint(0, 1000, (len(x0),), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    a = ac[t].view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pred = unet(xt, t, encoder_hidden_states=encode()).sample
+    per_sample = (pred.float() - noise).square().mean((1, 2, 3))
+    w = snr_weights(a, 50.0)
+    return (w * per_sample).sum() / w.sum(), per_sample
+
+
 def train_lora(unet, text, tokenizer, latents: torch.Tensor, samples: list[Sample], steps: int, seed: int, log,
                rank: int = 4, batch: int = 32, lr: float = 2e-3) -> LoraAdapters:
     """A "night sky" style: whatever background the caption names, the LoRA paints the night sky."""
@@ -595,17 +610,11 @@ def train_lora(unet, text, tokenizer, latents: torch.Tensor, samples: list[Sampl
             group["lr"] = cosine_lr(step, steps, lr, 20)
         idx = torch.randint(len(scaled), (batch,), generator=g)
         caps = [caption(samples[i], rng) for i in idx.tolist()]
-        t = torch.randint(0, 1000, (batch,), generator=g)
-        noise = torch.randn(scaled[idx].shape, generator=g)
-        a = ac[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * scaled[idx] + (1 - a).sqrt() * noise
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            with torch.no_grad():
-                context = text(tokenize(tokenizer, caps)).last_hidden_state
-            pred = unet(xt, t, encoder_hidden_states=context).sample
-        per_sample = (pred.float() - noise).square().mean((1, 2, 3))
-        w = snr_weights(a, 50.0)
-        loss = (w * per_sample).sum() / w.sum()
+
+        def encode():
+            with torch.no_grad():  # the text encoder stays as it is
+                return text(tokenize(tokenizer, caps)).last_hidden_state
+        loss, per_sample = frozen_model_loss(unet, scaled[idx], encode, g, ac)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -673,16 +682,8 @@ def train_embedding(unet, text, tokenizer, latents: torch.Tensor, samples: list[
                 u = rng.random()
                 before, after = (f"a {s.shape}", "") if u < 0.5 else (("", f"{s.shape}") if u < 0.75 else ("a", "shape"))
                 rows.append(embedding_ids(tokenizer, before, n_vectors, placeholder_id, after))
-            t = torch.randint(0, 1000, (batch,), generator=g)
-            noise = torch.randn(scaled[idx].shape, generator=g)
-            a = ac[t].view(-1, 1, 1, 1)
-            xt = a.sqrt() * scaled[idx] + (1 - a).sqrt() * noise
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                context = text(torch.tensor(rows)).last_hidden_state
-                pred = unet(xt, t, encoder_hidden_states=context).sample
-            per_sample = (pred.float() - noise).square().mean((1, 2, 3))
-            w = snr_weights(a, 50.0)
-            loss = (w * per_sample).sum() / w.sum()
+            loss, per_sample = frozen_model_loss(unet, scaled[idx], lambda: text(torch.tensor(rows)).last_hidden_state,
+                                                 g, ac)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -757,7 +758,6 @@ def save_preview(path: Path, vae, unet, text, tokenizer, prompts: list[str], see
     """A grid of DDIM samples (our own sampler, independent of the app) for a quick look."""
     ac = alphas_cumprod()
     ts = torch.linspace(999, 0, steps).long()
-    rows = []
     with torch.no_grad():
         cond = text(tokenize(tokenizer, prompts)).last_hidden_state
         unc = text(tokenize(tokenizer, [""] * len(prompts))).last_hidden_state
