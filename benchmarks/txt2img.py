@@ -1,6 +1,7 @@
 """Seconds per sampling step, ours vs diffusers' StableDiffusionPipeline, on the same weights.
 
-    venv/bin/python benchmarks/txt2img.py [--size 256] [--steps 4] [--repeat 2] [--device cpu|cuda]
+    venv/bin/python benchmarks/txt2img.py [--size 256] [--steps 4] [--repeat 2] [--device cpu|cuda] [--precision autocast|half]
+        [--reference-config DIR]
 
 Full-size SD1.5 architecture with random weights (compute is the same as a real model's), Euler a,
 batch 1, CFG 7. Each side first runs once to warm up; then whole generations are timed, and the
@@ -57,7 +58,7 @@ def ours(args):
     data = REPO / "benchmarks" / ".data"
     paths = Paths.from_args(parse_args(["--data-dir", str(data / "home"), "--ckpt", str(CKPT)]))
     device = torch.device(args.device)
-    manager = ModelManager(paths, make_policy(device), Options(), HashCache(data / "cache.json"))
+    manager = ModelManager(paths, make_policy(device, precision=args.precision), Options(), HashCache(data / "cache.json"))
     manager.load(CKPT.name)
     ctx = ProcessingContext(models=manager, options=Options(live_previews_enable=False), outputs_dir=data / "out",
                             state=GenerationState(console=False))
@@ -76,7 +77,7 @@ def reference(args):
 
     dtype = torch.float16 if args.device == "cuda" else torch.float32
     pipe = StableDiffusionPipeline.from_single_file(
-        str(CKPT), config=str(SHARED_SD15), local_files_only=True, torch_dtype=dtype, safety_checker=None,
+        str(CKPT), config=str(args.reference_config), local_files_only=True, torch_dtype=dtype, safety_checker=None,
         feature_extractor=None, requires_safety_checker=False).to(args.device)
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -94,6 +95,10 @@ def main():
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="autocast", choices=("autocast", "half", "full", "bf16"),
+                    help="ours: as the --precision flag of webui (fp16 weights with or without autocast)")
+    ap.add_argument("--reference-config", default=str(SHARED_SD15),
+                    help="diffusers config folder of SD1.5 for the reference pipeline")
     args = ap.parse_args()
     make_checkpoint()
     import torch
