@@ -12,7 +12,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-from modules.checkpoint_io import CheckpointError  # noqa: E402
+from modules.models.checkpoint_io import CheckpointError  # noqa: E402
 from modules.cmd_args import parse_args  # noqa: E402
 
 log = logging.getLogger("webui")
@@ -28,18 +28,18 @@ class WebUI:
 
 def build_app(args) -> WebUI:
     """Everything but the server: settings, device policy, models, the generation worker and the page."""
-    from modules.api import ApiServices
-    from modules.devices import policy_from_args
-    from modules.hashes import HashCache
-    from modules.lora import LoraApplier
-    from modules.model_manager import ModelManager
+    from modules.api.routes import ApiServices
+    from modules.models.devices import policy_from_args
+    from modules.models.hashes import HashCache
+    from modules.conditioning.lora import LoraApplier
+    from modules.models.manager import ModelManager
     from modules.options import Options
     from modules.paths import Paths
-    from modules.processing import ProcessingContext
-    from modules.progress import GenerationState
-    from modules.styles import StyleDatabase
-    from modules.textual_inversion import EmbeddingDatabase
-    from modules.worker import GenerationWorker
+    from modules.generation.processing import ProcessingContext
+    from modules.generation.progress import GenerationState
+    from modules.conditioning.styles import StyleDatabase
+    from modules.conditioning.embeddings import EmbeddingDatabase
+    from modules.generation.worker import GenerationWorker
 
     paths = Paths.from_args(args)
     paths.ensure()
@@ -139,8 +139,8 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
 
-    from modules.api import create_router, install_error_handler
-    from modules.processing import VERSION
+    from modules.api.routes import create_router, install_error_handler
+    from modules.generation.processing import VERSION
 
     api_on = args.api or args.nowebui
     app = FastAPI(title="Stable Diffusion web UI API", version=VERSION,

@@ -53,13 +53,13 @@ def child(model_name: str, precision: str, mode: str, steps: int, device_name: s
     import torch
 
     from modules.cmd_args import parse_args
-    from modules.devices import make_policy
-    from modules.hashes import HashCache
-    from modules.model_manager import ModelManager
+    from modules.models.devices import make_policy
+    from modules.models.hashes import HashCache
+    from modules.models.manager import ModelManager
     from modules.options import Options
     from modules.paths import Paths
-    from modules.processing import ProcessingContext, Txt2ImgRequest, process_txt2img
-    from modules.progress import GenerationState
+    from modules.generation.processing import ProcessingContext, Txt2ImgRequest, process_txt2img
+    from modules.generation.progress import GenerationState
 
     ckpt, size = checkpoint(model_name, tiny)
     device = torch.device(device_name)

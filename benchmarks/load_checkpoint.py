@@ -75,9 +75,9 @@ def child(which: str, device: str) -> None:
         from diffusers.loaders import single_file_utils  # noqa: F401  (imported lazily by the loader)
         from transformers import CLIPTextModel  # noqa: F401
 
-        from modules.devices import make_policy
-        from modules.model_files import ModelFile
-        from modules.sd_models import load_model
+        from modules.models.devices import make_policy
+        from modules.models.model_files import ModelFile
+        from modules.models.loading import load_model
     else:
         from diffusers import StableDiffusionPipeline
     import_seconds = time.perf_counter() - started

@@ -46,14 +46,14 @@ class UNetTimer:
 def ours(args):
     import torch
 
-    from modules.devices import make_policy
-    from modules.hashes import HashCache
-    from modules.model_manager import ModelManager
+    from modules.models.devices import make_policy
+    from modules.models.hashes import HashCache
+    from modules.models.manager import ModelManager
     from modules.options import Options
     from modules.paths import Paths
     from modules.cmd_args import parse_args
-    from modules.processing import ProcessingContext, Txt2ImgRequest, process_txt2img
-    from modules.progress import GenerationState
+    from modules.generation.processing import ProcessingContext, Txt2ImgRequest, process_txt2img
+    from modules.generation.progress import GenerationState
 
     data = REPO / "benchmarks" / ".data"
     paths = Paths.from_args(parse_args(["--data-dir", str(data / "home"), "--ckpt", str(CKPT)]))

@@ -33,9 +33,9 @@ MODES = {
 def child(mode: str, size: int) -> None:
     import torch
 
-    from modules.devices import make_policy, pick_device
-    from modules.model_files import ModelFile
-    from modules.sd_models import load_model
+    from modules.models.devices import make_policy, pick_device
+    from modules.models.model_files import ModelFile
+    from modules.models.loading import load_model
 
     device = pick_device([], None)
     cuda = device.type == "cuda"

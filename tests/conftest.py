@@ -28,5 +28,5 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def cpu_policy():
-    from modules.devices import make_policy
+    from modules.models.devices import make_policy
     return make_policy(torch.device("cpu"))

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from modules.checkpoint_io import CheckpointError, read_state_dict
-from modules.model_files import ModelFile
-from modules.sd_models import load_model
+from modules.models.checkpoint_io import CheckpointError, read_state_dict
+from modules.models.model_files import ModelFile
+from modules.models.loading import load_model
 from tests import ldm_layout as L
 
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from modules.model_files import ModelFile
-from modules.sd_models import load_model
-from modules.text_conditioning import (ConditioningCache, EncodeSettings, PromptEncoder, cond_at_step,
+from modules.models.model_files import ModelFile
+from modules.models.loading import load_model
+from modules.conditioning.text import (ConditioningCache, EncodeSettings, PromptEncoder, cond_at_step,
                                        learned_conditioning, multicond_learned_conditioning, prompt_token_count)
 
 
@@ -132,7 +132,7 @@ def test_schedules_and_and(sd1):
 
 
 def test_textual_inversion_embedding_replaces_its_tokens(sd1, sdxl, tmp_path):
-    from modules.textual_inversion import EmbeddingDatabase
+    from modules.conditioning.embeddings import EmbeddingDatabase
     vectors = torch.randn(2, 64, generator=torch.Generator().manual_seed(3))
     torch.save({"string_to_param": {"*": vectors}, "name": "whatever", "step": 500}, tmp_path / "shiny-style.pt")
     torch.save({"clip_l": torch.randn(1, 64), "clip_g": torch.randn(1, 128)}, tmp_path / "xl-only.pt")
@@ -150,7 +150,7 @@ def test_textual_inversion_embedding_replaces_its_tokens(sd1, sdxl, tmp_path):
     without = PromptEncoder(sd1).encode(["a photo, shiny-style"]).context
     assert not torch.allclose(with_emb, without)
     # what the text transformer receives: after BOS and 3 tokens, the embedding's two vectors
-    from modules.text_conditioning import _EmbeddingInjector
+    from modules.conditioning.text import _EmbeddingInjector
     layer = sd1.text_encoders[0].get_input_embeddings()
     with _EmbeddingInjector(sd1.text_encoders[0], "default", [chunks[0].fixes]):
         out = layer(torch.tensor([chunks[0].tokens]))

@@ -43,14 +43,14 @@ PALETTE = np.array([T.COLORS[n] for n in PALETTE_NAMES], dtype=np.float32)
 @pytest.fixture(scope="module")
 def ctx(cpu_policy, tmp_path_factory):
     from modules.cmd_args import parse_args
-    from modules.hashes import HashCache
-    from modules.lora import LoraApplier
-    from modules.model_manager import ModelManager
+    from modules.models.hashes import HashCache
+    from modules.conditioning.lora import LoraApplier
+    from modules.models.manager import ModelManager
     from modules.options import Options
     from modules.paths import Paths
-    from modules.processing import ProcessingContext
-    from modules.progress import GenerationState
-    from modules.textual_inversion import EmbeddingDatabase
+    from modules.generation.processing import ProcessingContext
+    from modules.generation.progress import GenerationState
+    from modules.conditioning.embeddings import EmbeddingDatabase
 
     data = tmp_path_factory.mktemp("data")
     args = parse_args(["--data-dir", str(data), "--ckpt-dir", str(DEMO.parent)])
@@ -63,7 +63,7 @@ def ctx(cpu_policy, tmp_path_factory):
 
 
 def generate(ctx, prompt: str, negative: str = "", cfg: float = 6.0, steps: int = 12, seeds=SEEDS, **kw):
-    from modules.processing import Txt2ImgRequest, process_txt2img
+    from modules.generation.processing import Txt2ImgRequest, process_txt2img
     req = Txt2ImgRequest(prompt=prompt, negative_prompt=negative, width=64, height=64, steps=steps,
                          sampler_name="DPM++ 2M", cfg_scale=cfg, seed=seeds[0], batch_size=len(seeds),
                          save_images=False, do_not_save_grid=True, **kw)
@@ -224,7 +224,7 @@ def test_embedding_brings_its_background(ctx):
 
 
 def test_img2img_keeps_the_layout_at_low_strength(ctx):
-    from modules.processing import Img2ImgRequest, process_img2img
+    from modules.generation.processing import Img2ImgRequest, process_img2img
     init = generate(ctx, "a large red square on a white background", seeds=[7])[0].astype(np.uint8)
     res = process_img2img(Img2ImgRequest(prompt="a large blue square on a white background", init_images=[
         Image.fromarray(init)], width=64, height=64, steps=12, denoising_strength=0.3, seed=7,
@@ -235,7 +235,7 @@ def test_img2img_keeps_the_layout_at_low_strength(ctx):
 
 
 def test_inpainting_repaints_only_the_masked_part(ctx):
-    from modules.processing import Img2ImgRequest, process_img2img
+    from modules.generation.processing import Img2ImgRequest, process_img2img
     init = np.zeros((64, 64, 3), np.uint8)
     init[:] = T.COLORS["white"]
     mask = Image.new("L", (64, 64), 0)

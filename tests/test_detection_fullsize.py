@@ -7,10 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from modules import model_detection
-from modules.devices import ComponentPrecision
-from modules.model_detection import Family
-from modules.sd_models import build_text_encoder, build_unet, build_vae
+from modules.models import detection as model_detection
+from modules.models.devices import ComponentPrecision
+from modules.models.detection import Family
+from modules.models.loading import build_text_encoder, build_unet, build_vae
 from tests import ldm_layout as L
 
 REF = Path(__file__).parent / "data" / "hf-configs"

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from modules import devices
+from modules.models import devices
 from modules.cmd_args import parse_args
-from modules.devices import FP8, MemoryMode, make_policy, policy_from_args
-from modules.memory import Placement
+from modules.models.devices import FP8, MemoryMode, make_policy, policy_from_args
+from modules.models.memory import Placement
 
 CUDA = torch.device("cuda", 0)
 f16, f32, bf16 = torch.float16, torch.float32, torch.bfloat16

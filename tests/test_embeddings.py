@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from modules import textual_inversion as ti
-from modules.model_detection import detect
-from modules.textual_inversion import DEFAULT, EmbeddingDatabase, expected_vectors, family_label, load_embedding
+from modules.conditioning import embeddings as ti
+from modules.models.detection import detect
+from modules.conditioning.embeddings import DEFAULT, EmbeddingDatabase, expected_vectors, family_label, load_embedding
 from tests import ldm_layout as L
 
 

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from modules import lora as lora_module
-from modules.devices import make_policy
-from modules.lora import LoraApplier, LoraRequest, guess_family, ldm_unet_module_map, list_loras, module_lookup
-from modules.model_detection import Family
-from modules.model_files import ModelFile
-from modules.sd_models import load_model
+from modules.conditioning import lora as lora_module
+from modules.models.devices import make_policy
+from modules.conditioning.lora import LoraApplier, LoraRequest, guess_family, ldm_unet_module_map, list_loras, module_lookup
+from modules.models.detection import Family
+from modules.models.model_files import ModelFile
+from modules.models.loading import load_model
 from tests import ldm_layout as L
 from tests import lora_fixtures as LF
 from tests.test_model_loading import encode, unet_step
@@ -476,7 +476,7 @@ def test_full_size_kohya_names_all_address_a_module_of_their_shape(layout, n_att
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from modules.model_detection import detect
+    from modules.models.detection import detect
 
     spec = detect("full.safetensors", layout.shapes())
     with torch.device("meta"):

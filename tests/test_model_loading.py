@@ -5,11 +5,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from modules.checkpoint_io import CheckpointError, read_state_dict
-from modules.model_detection import Family
-from modules.model_files import ModelFile
-from modules.memory import Placement
-from modules.sd_models import load_model, predicts_v
+from modules.models.checkpoint_io import CheckpointError, read_state_dict
+from modules.models.detection import Family
+from modules.models.model_files import ModelFile
+from modules.models.memory import Placement
+from modules.models.loading import load_model, predicts_v
 from tests import ldm_layout as L
 
 

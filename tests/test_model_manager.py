@@ -7,11 +7,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from modules import hashes as hashes_module
-from modules.checkpoint_io import CheckpointError
+from modules.models import hashes as hashes_module
+from modules.models.checkpoint_io import CheckpointError
 from modules.cmd_args import parse_args
-from modules.hashes import HashCache
-from modules.model_manager import ModelManager
+from modules.models.hashes import HashCache
+from modules.models.manager import ModelManager
 from modules.options import Options
 from modules.paths import Paths
 from tests import ldm_layout as L

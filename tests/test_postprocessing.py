@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from modules import images
-from modules.postprocessing import ExtrasRequest, PostprocessError, pictures_in, run_extras, upscale
+from modules.generation import saving as images
+from modules.postprocessing.extras import ExtrasRequest, PostprocessError, pictures_in, run_extras, upscale
 
 
 def picture(w=40, h=20, text=None):

@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modules import images, infotext_utils
-from modules.hashes import HashCache
-from modules.model_manager import ModelManager
+from modules import infotext_utils
+from modules.generation import saving as images
+from modules.models.hashes import HashCache
+from modules.models.manager import ModelManager
 from modules.options import Options
 from modules.paths import Paths
 from modules.cmd_args import parse_args
-from modules.processing import (GenerationError, GenerationResult, Img2ImgRequest, ProcessingContext, Txt2ImgRequest,
+from modules.generation.processing import (GenerationError, GenerationResult, Img2ImgRequest, ProcessingContext, Txt2ImgRequest,
                                 process_img2img, process_txt2img)
-from modules.progress import GenerationState
-from modules.worker import GenerationWorker, Queued
+from modules.generation.progress import GenerationState
+from modules.generation.worker import GenerationWorker, Queued
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +201,7 @@ def test_live_preview_and_progress(ctx):
 
 
 def test_lora_tag_in_prompt_changes_the_image_and_is_reverted(ctx, tmp_path):
-    from modules.lora import LoraApplier
+    from modules.conditioning.lora import LoraApplier
     from tests import ldm_layout as L
     from tests import lora_fixtures as LF
     targets = {**LF.ldm_unet_targets(L.TINY_SD1.unet),
@@ -220,7 +221,7 @@ def test_lora_tag_in_prompt_changes_the_image_and_is_reverted(ctx, tmp_path):
 
 
 def test_styles_apply_to_prompts(ctx, tmp_path):
-    from modules.styles import PromptStyle, StyleDatabase
+    from modules.conditioning.styles import PromptStyle, StyleDatabase
     db = StyleDatabase(tmp_path / "styles.csv")
     db.save_style(PromptStyle("night", "{prompt}, at night", "daylight"))
     ctx.styles = db
@@ -243,7 +244,7 @@ def test_sdxl_refiner_takes_over_at_the_switch_point(ctx):
 
 
 def test_img2img_batch_from_a_folder(ctx, tmp_path):
-    from modules.processing import process_img2img_folder
+    from modules.generation.processing import process_img2img_folder
     src, out, masks = tmp_path / "in", tmp_path / "out", tmp_path / "masks"
     src.mkdir(), masks.mkdir()
     rng_ = np.random.default_rng(3)
@@ -275,7 +276,7 @@ def test_tiling_makes_the_image_wrap_around(ctx):
 
 
 def test_resize_modes():
-    from modules.processing import resize_image
+    from modules.generation.processing import resize_image
     wide = Image.new("RGB", (200, 100), (255, 0, 0))
     wide.paste((0, 0, 255), (0, 0, 20, 100))  # a blue stripe on the left edge
     assert resize_image(0, wide, 64, 64).size == (64, 64)

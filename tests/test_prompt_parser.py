@@ -2,7 +2,7 @@
 A1111 produces for the same input, malformed input included."""
 import pytest
 
-from modules import extra_networks
+from modules.conditioning import extra_networks
 from modules.prompt_parser import (get_learned_conditioning_prompt_schedules, get_multicond_prompt_list,
                                    parse_prompt_attention)
 

@@ -1,7 +1,7 @@
 """Noise from seeds, A1111's semantics: per-image generators, variation seeds, resized seeds, ENSD."""
 import torch
 
-from modules.rng import ImageRNG, randn
+from modules.sampling.rng import ImageRNG, randn
 
 CPU = torch.device("cpu")
 

@@ -1,7 +1,7 @@
 """Prompt styles: A1111's styles.csv format and its apply / extract semantics."""
 import pytest
 
-from modules.styles import PromptStyle, StyleDatabase, StyleError
+from modules.conditioning.styles import PromptStyle, StyleDatabase, StyleError
 
 CSV = (
     "name,prompt,negative_prompt\n"
@@ -139,7 +139,7 @@ def test_failed_write_changes_nothing(db, monkeypatch):
     def fail(*_):
         raise OSError("disk full")
 
-    monkeypatch.setattr("modules.styles.os.replace", fail)
+    monkeypatch.setattr("modules.conditioning.styles.os.replace", fail)
     with pytest.raises(OSError):
         db.save_style(PromptStyle("new", "x"))
     assert "new" not in db.styles and db.path.read_bytes() == before

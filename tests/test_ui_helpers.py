@@ -30,7 +30,7 @@ def test_pasting_an_a1111_infotext_fills_the_fields():
 
 
 def test_a_failing_generation_becomes_a_message():
-    from modules.processing import GenerationError
+    from modules.generation.processing import GenerationError
     from modules.ui.generation import stream
 
     class Failing:

@@ -37,15 +37,15 @@ def main(argv=None) -> int:
     from PIL import Image, ImageDraw, ImageFont
 
     from modules.cmd_args import parse_args
-    from modules.devices import make_policy
-    from modules.hashes import HashCache
-    from modules.lora import LoraApplier
-    from modules.model_manager import ModelManager
+    from modules.models.devices import make_policy
+    from modules.models.hashes import HashCache
+    from modules.conditioning.lora import LoraApplier
+    from modules.models.manager import ModelManager
     from modules.options import Options
     from modules.paths import Paths
-    from modules.processing import ProcessingContext, Txt2ImgRequest, process_txt2img
-    from modules.progress import GenerationState
-    from modules.textual_inversion import EmbeddingDatabase
+    from modules.generation.processing import ProcessingContext, Txt2ImgRequest, process_txt2img
+    from modules.generation.progress import GenerationState
+    from modules.conditioning.embeddings import EmbeddingDatabase
 
     paths = Paths.from_args(parse_args([]))
     manager = ModelManager(paths, make_policy(torch.device("cpu")), Options(), HashCache(paths.cache_file))

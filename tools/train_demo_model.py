@@ -10,7 +10,7 @@ Everything is made here, from a fixed seed, on the CPU:
    from scratch with SD's eps-prediction loss on the scaled-linear noise schedule, dropping ~10 % of
    captions so classifier-free guidance works;
 4. the result is written in the original LDM checkpoint layout (fp16 safetensors) with its yaml, so
-   the ordinary loader (modules.sd_models.load_model) reads it like any SD1 checkpoint.
+   the ordinary loader (modules.models.loading.load_model) reads it like any SD1 checkpoint.
 
 Usage:
     venv/bin/python tools/train_demo_model.py                 # full run (~25 min on 2 cores)
@@ -180,7 +180,7 @@ def shape_weights(samples: list[Sample], images: torch.Tensor, latent_size: int,
 
 
 # ---------------------------------------------------------------------------------------------
-# model layout (shared with the loader: sizes are what modules.model_detection reads back)
+# model layout (shared with the loader: sizes are what modules.models.detection reads back)
 # ---------------------------------------------------------------------------------------------
 
 def layouts(quick: bool):
@@ -261,7 +261,7 @@ def build_modules(layout, seed: int):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from modules import model_detection
+    from modules.models import detection as model_detection
     from omegaconf import OmegaConf
 
     spec = model_detection.detect(Path("demo.safetensors"), layout.shapes(), OmegaConf.create(yaml_text(layout)))
@@ -704,9 +704,9 @@ def train_embedding(unet, text, tokenizer, latents: torch.Tensor, samples: list[
 @torch.no_grad()
 def verify_round_trip(path: Path, vae, unet, text, tokenizer, log) -> dict:
     """Load the written file with the app's loader and compare outputs with the trained modules."""
-    from modules.devices import make_policy
-    from modules.model_files import ModelFile
-    from modules.sd_models import load_model
+    from modules.models.devices import make_policy
+    from modules.models.model_files import ModelFile
+    from modules.models.loading import load_model
 
     model = load_model(ModelFile(path, path.stem), make_policy(torch.device("cpu")))
     ids = tokenize(model.tokenizers[0], ["a red circle on a blue background"])
@@ -734,10 +734,10 @@ def verify_round_trip(path: Path, vae, unet, text, tokenizer, log) -> dict:
 @torch.no_grad()
 def verify_lora(checkpoint: Path, lora_path: Path, unet, log) -> None:
     """Merge the written LoRA with the app's LoraApplier and compare with the hooked training UNet."""
-    from modules.devices import make_policy
-    from modules.lora import LoraApplier, LoraRequest
-    from modules.model_files import ModelFile
-    from modules.sd_models import load_model
+    from modules.models.devices import make_policy
+    from modules.conditioning.lora import LoraApplier, LoraRequest
+    from modules.models.model_files import ModelFile
+    from modules.models.loading import load_model
 
     model = load_model(ModelFile(checkpoint, checkpoint.stem), make_policy(torch.device("cpu")))
     warnings = LoraApplier([lora_path.parent]).apply(model, [LoraRequest(lora_path.stem)])
@@ -819,7 +819,7 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
 
-    from modules.sd_models import TOKENIZER_DIR
+    from modules.models.loading import TOKENIZER_DIR
     from safetensors.torch import save_file
     from transformers import CLIPTokenizer
     tokenizer = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), local_files_only=True, pad_token="<|endoftext|>")

@@ -7,11 +7,11 @@ from pathlib import Path
 import gradio as gr
 
 from modules.localization import list_localizations, load_localization
-from modules.model_manager import ModelManager
+from modules.models.manager import ModelManager
 from modules.paths import REPO_ROOT
 from modules.ui import extensions, extras, generation, networks, paste, quicksettings, settings
 from modules.ui.ui_config import apply_ui_config
-from modules.worker import GenerationWorker
+from modules.generation.worker import GenerationWorker
 
 LOCALIZATION_DIRS = [REPO_ROOT / "localizations"]
 CSS = """

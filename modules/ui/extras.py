@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from modules.postprocessing import UPSCALERS, ExtrasRequest, PostprocessError, pictures_in, run_extras
+from modules.postprocessing.extras import UPSCALERS, ExtrasRequest, PostprocessError, pictures_in, run_extras
 
 
 def build(outputs_dir: Path, show_dir_fields: bool) -> gr.Image:

@@ -14,14 +14,14 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageChops, PngImagePlugin
 
-from modules import images
-from modules.processing import (MASKED_CONTENT, RESIZE_MODES, GenerationError, GenerationResult, Img2ImgRequest,
+from modules.generation import saving as images
+from modules.generation.processing import (MASKED_CONTENT, RESIZE_MODES, GenerationError, GenerationResult, Img2ImgRequest,
                                 LATENT_UPSCALE_MODES, IMAGE_UPSCALERS, Txt2ImgRequest)
-from modules.progress import ProgressSnapshot
+from modules.generation.progress import ProgressSnapshot
 from modules.sampling.samplers import SAMPLERS
 from modules.sampling.schedules import SCHEDULERS
 from modules.ui import networks
-from modules.worker import GenerationWorker, Queued
+from modules.generation.worker import GenerationWorker, Queued
 
 log = logging.getLogger(__name__)
 HIRES_UPSCALERS = list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)
@@ -131,7 +131,7 @@ def prompt_boxes(tab: str, worker: GenerationWorker, steps: gr.Slider):
 
 def _styles_controls(tab: str, worker: GenerationWorker, prompt: gr.Textbox, negative: gr.Textbox) -> gr.Dropdown:
     """Styles from styles.csv: pick them for the next generation, write them into the prompt, save new ones."""
-    from modules.styles import PromptStyle, StyleError
+    from modules.conditioning.styles import PromptStyle, StyleError
     db = worker.ctx.styles
     styles = gr.Dropdown(db.names() if db else [], multiselect=True, label="Styles", elem_id=f"{tab}_styles")
     with gr.Row():
@@ -464,7 +464,7 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
 
 
 def _batch(worker: GenerationWorker, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str):
-    from modules.processing import process_img2img_folder
+    from modules.generation.processing import process_img2img_folder
     if not input_dir:
         yield "", gr.skip(), "<p class='error'>❌ Give an input directory.</p>", gr.skip()
         return

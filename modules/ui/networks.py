@@ -17,8 +17,8 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from modules.model_files import preview_image
-from modules.worker import GenerationWorker
+from modules.models.model_files import preview_image
+from modules.generation.worker import GenerationWorker
 
 THUMBNAIL = 160  # pixels, the longer side
 

@@ -5,7 +5,8 @@ import html
 
 import gradio as gr
 
-from modules import images, infotext_utils
+from modules import infotext_utils
+from modules.generation import saving as images
 
 # infotext key -> (control attribute on Controls or tab dict key, converter)
 _FIELDS = [

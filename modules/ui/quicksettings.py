@@ -5,9 +5,9 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from modules.checkpoint_io import CheckpointError
-from modules.model_manager import ModelManager
-from modules.worker import GenerationWorker
+from modules.models.checkpoint_io import CheckpointError
+from modules.models.manager import ModelManager
+from modules.generation.worker import GenerationWorker
 
 
 def model_status(manager: ModelManager, error: str | None = None) -> str:

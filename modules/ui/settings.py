@@ -7,8 +7,8 @@ from dataclasses import fields
 import gradio as gr
 
 from modules.options import Options
-from modules.processing import VERSION
-from modules.text_conditioning import EMPHASIS_MODES
+from modules.generation.processing import VERSION
+from modules.conditioning.text import EMPHASIS_MODES
 
 # label, and choices for the fields that have a fixed set of values
 LABELS: dict[str, tuple[str, list | None]] = {

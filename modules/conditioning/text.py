@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from modules import extra_networks, prompt_parser
-from modules.model_detection import Family
+from modules import prompt_parser
+from modules.conditioning import extra_networks
+from modules.models.detection import Family
 
 CHUNK_LENGTH = 75
 EMPHASIS_MODES = ("Original", "No norm", "None")

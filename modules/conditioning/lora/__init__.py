@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from modules.checkpoint_io import CheckpointError, read_state_dict, shapes_of
-from modules.model_detection import Family
-from modules.model_files import preview_image
+from modules.models.checkpoint_io import CheckpointError, read_state_dict, shapes_of
+from modules.models.detection import Family
+from modules.models.model_files import preview_image
 
 if TYPE_CHECKING:
-    from modules.sd_models import LoadedModel
+    from modules.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 

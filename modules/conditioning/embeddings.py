@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from modules.checkpoint_io import SAFETENSORS_SUFFIX, CheckpointError, load_pickle, read_state_dict
-from modules.hashes import sha256_of
-from modules.model_detection import Family, ModelSpec
+from modules.models.checkpoint_io import SAFETENSORS_SUFFIX, CheckpointError, load_pickle, read_state_dict
+from modules.models.hashes import sha256_of
+from modules.models.detection import Family, ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps, PngImagePlugin
 
-from modules import extra_networks, images, infotext_utils, rng
-from modules.denoiser import CFGDenoiser, LatentMask, UNetDenoiser, sdxl_time_ids
-from modules.model_detection import Family
+from modules import infotext_utils
+from modules.conditioning import extra_networks
+from modules.generation import saving as images
+from modules.sampling import rng
+from modules.sampling.denoiser import CFGDenoiser, LatentMask, UNetDenoiser, sdxl_time_ids
+from modules.models.detection import Family
 from modules.options import Options
-from modules.progress import GenerationState
-from modules.text_conditioning import (ConditioningCache, EncodeSettings, PromptEncoder, learned_conditioning,
+from modules.generation.progress import GenerationState
+from modules.conditioning.text import (ConditioningCache, EncodeSettings, PromptEncoder, learned_conditioning,
                                        multicond_learned_conditioning)
 
 log = logging.getLogger(__name__)
@@ -122,14 +125,14 @@ class GenerationResult:
 @dataclass
 class ProcessingContext:
     """What a job needs besides its request; passed explicitly, no globals."""
-    models: object  # modules.model_manager.ModelManager
+    models: object  # modules.models.manager.ModelManager
     options: Options
     outputs_dir: Path
     state: GenerationState
     cond_cache: ConditioningCache = field(default_factory=ConditioningCache)
-    embeddings: object | None = None  # modules.textual_inversion.EmbeddingDatabase
-    loras: object | None = None  # modules.lora.LoraApplier
-    styles: object | None = None  # modules.styles.StyleDatabase
+    embeddings: object | None = None  # modules.conditioning.embeddings.EmbeddingDatabase
+    loras: object | None = None  # modules.conditioning.lora.LoraApplier
+    styles: object | None = None  # modules.conditioning.styles.StyleDatabase
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -279,7 +282,7 @@ class Job:
         tags, warnings = extra_networks.lora_tags(networks.get("lora", []))
         self.warnings += warnings
         if self.ctx.loras is not None:
-            from modules.lora import LoraRequest
+            from modules.conditioning.lora import LoraRequest
             self.warnings += self.ctx.loras.apply(self.model, [LoraRequest(t.name, t.te_multiplier, t.unet_multiplier)
                                                                for t in tags])
             self.applied_loras = tags
@@ -361,7 +364,7 @@ class Job:
 
     def _switch_to_refiner(self, cfg: CFGDenoiser, prompts: list[str], negatives: list[str]) -> None:
         """Load the refiner (without making it the user's choice) and continue with its conditioning."""
-        from modules.checkpoint_io import CheckpointError
+        from modules.models.checkpoint_io import CheckpointError
         try:
             refiner = self.ctx.models.load(self.req.refiner_checkpoint, remember=False)
         except CheckpointError as e:
@@ -729,7 +732,7 @@ def _fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
 
 def latent_preview(model, latent: torch.Tensor) -> Image.Image:
     """A cheap latent-to-RGB picture (no extra weights): a linear map fitted once per model."""
-    from modules.latent_preview import preview_image
+    from modules.sampling.preview import preview_image
     return preview_image(model, latent)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from modules.devices import DevicePolicy, MemoryMode
+from modules.models.devices import DevicePolicy, MemoryMode
 
 
 def home_device(policy: DevicePolicy) -> torch.device:

@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from modules.checkpoint_io import CheckpointError
+from modules.models.checkpoint_io import CheckpointError
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."

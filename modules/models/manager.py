@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from modules.checkpoint_io import CheckpointError
-from modules.devices import DevicePolicy
-from modules.hashes import HashCache
-from modules.model_files import (VAE_AUTOMATIC, VAE_NONE, ModelFile, automatic_vae_for, list_checkpoints,
+from modules.models.checkpoint_io import CheckpointError
+from modules.models.devices import DevicePolicy
+from modules.models.hashes import HashCache
+from modules.models.model_files import (VAE_AUTOMATIC, VAE_NONE, ModelFile, automatic_vae_for, list_checkpoints,
                                  list_vaes)
 from modules.options import Options
 from modules.paths import Paths
-from modules.sd_models import LoadedModel, load_model, swap_vae
+from modules.models.loading import LoadedModel, load_model, swap_vae
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from modules import images
+from modules.generation import saving as images
 
 UPSCALERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST, "Bicubic": Image.BICUBIC}
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from modules.sampling.schedules import ModelSigmas, sigmas_from_alphas_cumprod
-from modules.text_conditioning import (MultiCondConditioning, ScheduledConditioning, TextConditioning,
+from modules.conditioning.text import (MultiCondConditioning, ScheduledConditioning, TextConditioning,
                                        cond_at_step)
 
 
@@ -58,7 +58,7 @@ def sdxl_time_ids(model, width: int, height: int, is_negative: bool, aesthetic: 
                   crop: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """SDXL's size/crop conditioning: (orig h, orig w, crop top, crop left, target h, target w);
     the refiner has an aesthetic score instead of the target size."""
-    from modules.model_detection import Family
+    from modules.models.detection import Family
     if model.spec.family == Family.SDXL_REFINER:
         return torch.tensor([[height, width, crop[0], crop[1], aesthetic[1] if is_negative else aesthetic[0]]],
                             dtype=torch.float32)

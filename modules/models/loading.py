@@ -17,16 +17,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modules import model_detection
-from modules.checkpoint_io import CheckpointError, read_state_dict, shapes_of
-from modules.devices import ComponentPrecision, DevicePolicy
-from modules.memory import Placement
-from modules.model_detection import UNET, VAE, Family, ModelSpec, TextEncoderSpec
-from modules.model_files import ModelFile
+from modules.models import detection as model_detection
+from modules.models.checkpoint_io import CheckpointError, read_state_dict, shapes_of
+from modules.models.devices import ComponentPrecision, DevicePolicy
+from modules.models.memory import Placement
+from modules.models.detection import UNET, VAE, Family, ModelSpec, TextEncoderSpec
+from modules.models.model_files import ModelFile
+from modules.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "configs" / "tokenizer"
+TOKENIZER_DIR = REPO_ROOT / "configs" / "tokenizer"
 
 
 @dataclass

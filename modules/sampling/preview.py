@@ -26,7 +26,7 @@ def _calibration_images() -> list[Image.Image]:
 
 def fit_latent_to_rgb(model) -> torch.Tensor:
     """[channels + 1, 3] matrix: rgb(-1..1) = [latent, 1] @ matrix."""
-    from modules.processing import encode
+    from modules.generation.processing import encode
 
     pics = _calibration_images()
     latents = encode(model, pics)  # [N, C, s, s]

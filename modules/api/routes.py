@@ -22,14 +22,16 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from modules import images, infotext_utils, postprocessing
-from modules.checkpoint_io import CheckpointError
+from modules import infotext_utils
+from modules.generation import saving as images
+from modules.postprocessing import extras as postprocessing
+from modules.models.checkpoint_io import CheckpointError
 from modules.options import Options
-from modules.processing import (IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, VERSION, GenerationError, GenerationResult,
+from modules.generation.processing import (IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, VERSION, GenerationError, GenerationResult,
                                 Img2ImgRequest, Txt2ImgRequest)
 from modules.sampling.samplers import SAMPLERS
 from modules.sampling.schedules import SCHEDULERS
-from modules.worker import GenerationWorker
+from modules.generation.worker import GenerationWorker
 
 MODEL_FIELDS = ("sd_model_checkpoint", "sd_vae")  # options that switch models rather than just being set
 

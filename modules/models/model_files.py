@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from modules.hashes import HashCache
+from modules.models.hashes import HashCache
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt")
