@@ -10,9 +10,9 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import logging  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-from modules.models.checkpoint_io import CheckpointError  # noqa: E402
 from modules.cmd_args import parse_args  # noqa: E402
 
 log = logging.getLogger("webui")
@@ -29,68 +29,29 @@ class WebUI:
 def build_app(args) -> WebUI:
     """Everything but the server: settings, device policy, models, the generation worker and the page."""
     from modules.api.routes import ApiServices
+    from modules.generation.services import build_services
     from modules.models.devices import policy_from_args
-    from modules.models.hashes import HashCache
-    from modules.conditioning.lora import LoraApplier
-    from modules.models.manager import ModelManager
-    from modules.options import Options
     from modules.paths import Paths
-    from modules.generation.processing import ProcessingContext
-    from modules.generation.progress import GenerationState
-    from modules.conditioning.styles import StyleDatabase
-    from modules.conditioning.embeddings import EmbeddingDatabase
-    from modules.generation.worker import GenerationWorker
 
     paths = Paths.from_args(args)
     paths.ensure()
-    options = Options.load(paths.config_file)
     policy = policy_from_args(args)
     log.info("device: %s", policy.describe())
     if policy.is_cpu and not (args.use_cpu or args.skip_torch_cuda_test):
         log.warning("No CUDA GPU found: running on the CPU, which is much slower. "
                     "(--skip-torch-cuda-test hides this note.)")
-    manager = ModelManager(paths, policy, options, HashCache(paths.cache_file),
-                           allow_unsafe_pickle=args.disable_safe_unpickle)
-    load_initial_checkpoint(manager, args.ckpt)
-    ctx = ProcessingContext(
-        models=manager, options=options, outputs_dir=paths.outputs_dir, state=GenerationState(),
-        embeddings=EmbeddingDatabase(paths.embeddings_dir, allow_unsafe_pickle=args.disable_safe_unpickle),
-        loras=LoraApplier([paths.lora_dir, paths.models_dir / "LyCORIS"],
-                          allow_unsafe_pickle=args.disable_safe_unpickle),
-        styles=StyleDatabase(args.styles_file or paths.data_dir / "styles.csv"))
-    worker = GenerationWorker(ctx)
-
-    def save_settings():
-        options.save(paths.config_file)
-
-    services = ApiServices(worker=worker, save_settings=save_settings, cmd_flags=vars(args),
-                           frozen_settings=args.freeze_settings)
+    services = build_services(paths, policy, allow_unsafe_pickle=args.disable_safe_unpickle,
+                              styles_file=Path(args.styles_file) if args.styles_file else None)
+    services.load_initial_checkpoint(args.ckpt)
+    api = ApiServices(worker=services.worker, save_settings=services.save_settings, cmd_flags=vars(args),
+                      frozen_settings=args.freeze_settings)
     demo = None
     if not args.nowebui:
         from modules.ui.app import create_ui
-        demo = create_ui(manager, worker, save_settings=save_settings, show_dir_fields=not args.hide_ui_dir_config,
-                         freeze_settings=args.freeze_settings, ui_config_file=paths.ui_config_file,
-                         extensions_dir=paths.data_dir / "extensions")
-    return WebUI(demo, worker, services)
-
-
-def load_initial_checkpoint(manager, requested: str | None) -> None:
-    """--ckpt, else the checkpoint chosen last time, else the built-in demo model, else the first one found;
-    failures are logged."""
-    from modules.paths import DEMO_CHECKPOINT
-
-    candidates = [requested] if requested else []
-    if manager.options.sd_model_checkpoint:
-        candidates.append(manager.options.sd_model_checkpoint)
-    candidates += [c.title for c in sorted(manager.checkpoints, key=lambda c: c.path != DEMO_CHECKPOINT)]
-    for query in candidates:
-        try:
-            manager.load(query)
-            return
-        except CheckpointError as e:
-            log.error("%s", e)
-    if not manager.checkpoints:
-        log.warning("no checkpoints found in %s", ", ".join(map(str, manager.paths.checkpoint_dirs)))
+        demo = create_ui(services.models, services.worker, save_settings=services.save_settings,
+                         show_dir_fields=not args.hide_ui_dir_config, freeze_settings=args.freeze_settings,
+                         ui_config_file=paths.ui_config_file, extensions_dir=paths.data_dir / "extensions")
+    return WebUI(demo, services.worker, api)
 
 
 def parse_auth(args) -> list[tuple[str, str]] | None:
@@ -123,7 +84,6 @@ def theme_head(theme: str | None) -> str:
 
 def share_possible() -> bool:
     """Gradio's share tunnel needs its frpc program; we never download it (nothing is fetched at run time)."""
-    from pathlib import Path
 
     import gradio.tunneling
     if Path(gradio.tunneling.BINARY_PATH).is_file():
@@ -140,7 +100,7 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
     from fastapi.middleware.cors import CORSMiddleware
 
     from modules.api.routes import create_router, install_error_handler
-    from modules.generation.processing import VERSION
+    from modules.generation import VERSION
 
     api_on = args.api or args.nowebui
     app = FastAPI(title="Stable Diffusion web UI API", version=VERSION,
@@ -155,11 +115,22 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
         install_error_handler(app)
     if webui.demo is not None:
         import gradio as gr
+        from fastapi.routing import APIRoute
 
-        from modules.ui.app import CSS, HEAD
+        from modules.ui.app import CSS, page_head
+        from modules.ui.networks import PREVIEW_ROUTE
         webui.demo.queue(default_concurrency_limit=1)
         app = gr.mount_gradio_app(app, webui.demo, path="", auth=auth, show_error=True, css=CSS,
-                                  head=HEAD + theme_head(args.theme), ssr_mode=False)
+                                  head=page_head() + theme_head(args.theme), ssr_mode=False)
+        # The cards' preview pictures are guarded as the page's /config is, by Gradio's login check: with
+        # --gradio-auth a browser logged in to the page gets them without a second password prompt, anyone else
+        # gets 401. That check exists once the page is mounted; the route then goes in front of the page, which is
+        # mounted at "/" and would take every path routed after it.
+        page = app.router.routes.pop()
+        page_config = next(r for r in page.app.routes if isinstance(r, APIRoute) and r.path == "/config")
+        app.add_api_route(f"/{PREVIEW_ROUTE}/{{preview_id}}", webui.demo.extra_network_previews.response,
+                          methods=["GET"], dependencies=page_config.dependencies, include_in_schema=False)
+        app.router.routes.append(page)
     return app
 
 

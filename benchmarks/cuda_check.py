@@ -53,13 +53,11 @@ def child(model_name: str, precision: str, mode: str, steps: int, device_name: s
     import torch
 
     from modules.cmd_args import parse_args
+    from modules.generation import Txt2ImgRequest, process_txt2img
+    from modules.generation.services import build_services
     from modules.models.devices import make_policy
-    from modules.models.hashes import HashCache
-    from modules.models.manager import ModelManager
     from modules.options import Options
     from modules.paths import Paths
-    from modules.generation.processing import ProcessingContext, Txt2ImgRequest, process_txt2img
-    from modules.generation.progress import GenerationState
 
     ckpt, size = checkpoint(model_name, tiny)
     device = torch.device(device_name)
@@ -69,15 +67,15 @@ def child(model_name: str, precision: str, mode: str, steps: int, device_name: s
                          medvram=mode == "medvram", lowvram=mode == "lowvram")
     options = Options(fp8_storage="Enable" if mode == "fp8" else "Disable", live_previews_enable=False)
     paths = Paths.from_args(parse_args(["--data-dir", str(DATA / "home"), "--ckpt", str(ckpt)]))
-    manager = ModelManager(paths, policy, options, HashCache(DATA / "cache.json"))
+    services = build_services(paths, policy, options, console_progress=False)
+    manager = services.models
     started = time.perf_counter()
     manager.load(ckpt.name)
     sync()
     load_s = time.perf_counter() - started
     model = manager.current
     resting_mb = torch.cuda.memory_allocated() / 2**20 if cuda else 0.0
-    ctx = ProcessingContext(models=manager, options=options, outputs_dir=DATA / "out",
-                            state=GenerationState(console=False))
+    ctx = services.context
 
     def generate(n_steps: int, seed: int):
         req = Txt2ImgRequest(prompt="a photo of a cat", negative_prompt="blurry", steps=n_steps,

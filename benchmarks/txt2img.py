@@ -46,23 +46,21 @@ class UNetTimer:
 def ours(args):
     import torch
 
+    from modules.cmd_args import parse_args
+    from modules.generation import Txt2ImgRequest, process_txt2img
+    from modules.generation.services import build_services
     from modules.models.devices import make_policy
-    from modules.models.hashes import HashCache
-    from modules.models.manager import ModelManager
     from modules.options import Options
     from modules.paths import Paths
-    from modules.cmd_args import parse_args
-    from modules.generation.processing import ProcessingContext, Txt2ImgRequest, process_txt2img
-    from modules.generation.progress import GenerationState
 
     data = REPO / "benchmarks" / ".data"
     paths = Paths.from_args(parse_args(["--data-dir", str(data / "home"), "--ckpt", str(CKPT)]))
     device = torch.device(args.device)
-    manager = ModelManager(paths, make_policy(device, precision=args.precision), Options(), HashCache(data / "cache.json"))
-    manager.load(CKPT.name)
-    ctx = ProcessingContext(models=manager, options=Options(live_previews_enable=False), outputs_dir=data / "out",
-                            state=GenerationState(console=False))
-    timer = UNetTimer(manager.current.unet, args.device == "cuda")
+    services = build_services(paths, make_policy(device, precision=args.precision),
+                              Options(live_previews_enable=False), console_progress=False)
+    services.models.load(CKPT.name)
+    ctx = services.context
+    timer = UNetTimer(services.models.current.unet, args.device == "cuda")
 
     def run(seed):
         req = Txt2ImgRequest(prompt="a photo of a cat", negative_prompt="", steps=args.steps, sampler_name="Euler a",

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -103,13 +104,13 @@ def test_txt2img_answers_like_a1111_and_reproduces_its_seed(api_server):
     url, data = api_server
     body = {"prompt": "a red circle", "negative_prompt": "blue", "steps": 3, "width": 64, "height": 64,
             "batch_size": 2, "seed": 1234, "sampler_name": "Euler a", "cfg_scale": 5,
-            "alwayson_scripts": {}, "script_args": []}  # fields for extensions we lack are ignored
+            "alwayson_scripts": {}, "script_args": []}  # empty fields for extensions we lack: nothing to warn about
     status, answer, _ = call(url + "/sdapi/v1/txt2img", body)
     assert status == 200, answer
     info = json.loads(answer["info"])
-    assert info["all_seeds"] == [1234, 1235] and info["seed"] == 1234
-    assert len(answer["images"]) == 3  # the grid first, then each picture, as A1111 sends them
-    first = picture(answer["images"][1])
+    assert info["all_seeds"] == [1234, 1235] and info["seed"] == 1234 and info["warnings"] == []
+    assert len(answer["images"]) == 2  # no grid: A1111 returns one only when it saves it (save_images)
+    first = picture(answer["images"][0])
     assert first.size == (64, 64)
     assert "Seed: 1234" in first.info["parameters"] and "Sampler: Euler a" in first.info["parameters"]
     assert info["infotexts"][0] == first.info["parameters"]
@@ -118,7 +119,7 @@ def test_txt2img_answers_like_a1111_and_reproduces_its_seed(api_server):
 
     again = call(url + "/sdapi/v1/txt2img", {**body, "batch_size": 1, "seed": 1235})[1]
     alone = np.asarray(picture(again["images"][0]), dtype=int)
-    in_batch = np.asarray(picture(answer["images"][2]), dtype=int)
+    in_batch = np.asarray(picture(answer["images"][1]), dtype=int)
     assert np.abs(alone - in_batch).max() <= 2  # batched maths may round the last bit differently
 
 
@@ -201,6 +202,89 @@ def test_options_round_trip_and_override_settings(api_server):
     assert call(url + "/sdapi/v1/options")[1]["eta_noise_seed_delta"] == 0  # only for that job
     status, answer, _ = call(url + "/sdapi/v1/txt2img", {**body, "override_settings": {"samples_format": 4}})
     assert status == 422 and "samples_format" in answer["detail"]
+
+
+def _images_and_info(answer: dict) -> tuple[list[Image.Image], dict]:
+    return [picture(b64) for b64 in answer["images"]], json.loads(answer["info"])
+
+
+@pytest.mark.parametrize("mode", ["txt2img", "img2img"])
+def test_a_batch_comes_back_without_its_grid_unless_the_grid_is_saved(api_server, mode):
+    url, data = api_server
+    body = {"prompt": "a red circle", "steps": 2, "width": 64, "height": 64, "batch_size": 2, "seed": 50,
+            "sampler_name": "Euler a"}
+    if mode == "img2img":
+        body["init_images"] = [b64_png(Image.new("RGB", (64, 64), (200, 30, 30)))]
+    status, answer, _ = call(f"{url}/sdapi/v1/{mode}", body)
+    assert status == 200, answer
+    pictures, info = _images_and_info(answer)
+    assert [p.size for p in pictures] == [(64, 64)] * 2 and info["index_of_first_image"] == 0
+    assert info["all_seeds"] == [50, 51]
+    for p, seed, text in zip(pictures, info["all_seeds"], info["infotexts"], strict=True):
+        assert p.info["parameters"] == text and f"Seed: {seed}," in text
+    assert not (data / "outputs" / f"{mode}-grids").exists()
+
+    status, answer, _ = call(f"{url}/sdapi/v1/{mode}", {**body, "save_images": True})
+    assert status == 200, answer
+    pictures, info = _images_and_info(answer)
+    assert len(pictures) == 3 and pictures[0].size != (64, 64)  # the saved grid first, as A1111 sends it
+    assert info["index_of_first_image"] == 1 and info["all_seeds"] == [50, 51]  # seeds of the batch, after the grid
+    assert [p.info["parameters"] for p in pictures] == info["infotexts"]
+    assert list((data / "outputs" / f"{mode}-grids").rglob("*.png"))
+
+
+def test_a1111_fields_we_do_not_implement_are_reported_not_pretended(api_server):
+    url, data = api_server
+    body = {"prompt": "x", "steps": 1, "width": 64, "height": 64, "seed": 5}
+    init = [b64_png(Image.new("RGB", (64, 64), (0, 90, 200)))]
+    left_alone = {"alwayson_scripts": {}, "script_args": [], "restore_faces": False, "hr_checkpoint_name": None,
+                  "script_name": "", "hr_additional_modules": ["Use same choices"], "s_min_uncond": 0}
+    status, answer, _ = call(url + "/sdapi/v1/txt2img", {**body, **left_alone})
+    assert status == 200 and json.loads(answer["info"])["warnings"] == []
+
+    unimplemented = {"alwayson_scripts": {"controlnet": {"args": [{"enabled": True}]}}, "restore_faces": True,
+                     "hr_checkpoint_name": "other.safetensors", "firstphase_width": 512}
+    status, answer, _ = call(url + "/sdapi/v1/txt2img", {**body, **unimplemented})
+    assert status == 200 and len(answer["images"]) == 1  # still answered...
+    warnings = json.loads(answer["info"])["warnings"]
+    for name in unimplemented:  # ...but saying what was not applied
+        assert sum(w.startswith(name + ":") for w in warnings) == 1, warnings
+    assert "controlnet" in next(w for w in warnings if w.startswith("alwayson_scripts:"))
+    assert "alwayson_scripts: not applied" in (data / "server.log").read_text()
+
+    status, answer, _ = call(url + "/sdapi/v1/img2img", {**body, "init_images": init, "mask_round": False,
+                                                         "restore_faces": True, "mask_blur_x": 9})
+    assert status == 200, answer
+    warnings = json.loads(answer["info"])["warnings"]
+    assert sorted(w.split(":")[0] for w in warnings) == ["mask_blur_x", "mask_round", "restore_faces"]
+
+    for mode, extra in (("txt2img", {}), ("img2img", {"init_images": init})):
+        status, answer, _ = call(f"{url}/sdapi/v1/{mode}", {**body, **extra, "script_name": "X/Y/Z plot"})
+        assert status == 422 and answer["detail"] == "Script 'X/Y/Z plot' not found"
+
+
+def test_an_options_change_waits_for_the_running_job(api_server):
+    url, _ = api_server
+    body = {"prompt": "x", "steps": 60, "width": 64, "height": 64, "seed": 3, "sampler_name": "Euler a"}
+    finished: dict = {}
+    job = threading.Thread(target=lambda: finished.update(answer=call(url + "/sdapi/v1/txt2img", body)[1]))
+    job.start()
+    try:
+        def sampling() -> bool:
+            state = call(url + "/sdapi/v1/progress")[1]["state"]
+            return state["job_count"] > 0 and state["sampling_step"] > 0
+        while not sampling():
+            assert job.is_alive(), "the job ended before it was seen running"
+            time.sleep(0.05)
+        assert call(url + "/sdapi/v1/options", {"eta_noise_seed_delta": 777})[0] == 200
+        assert call(url + "/sdapi/v1/progress")[1]["state"]["job_count"] == 0  # the change came after the job
+        job.join()
+        assert "ENSD" not in json.loads(finished["answer"]["info"])["infotexts"][0]  # made with the old options
+        answer = call(url + "/sdapi/v1/txt2img", {**body, "steps": 2})[1]
+        assert "ENSD: 777" in json.loads(answer["info"])["infotexts"][0]  # the next job has the new ones
+    finally:
+        job.join()
+        call(url + "/sdapi/v1/options", {"eta_noise_seed_delta": 0})
 
 
 def test_api_needs_its_password_and_cors_lets_listed_origins_in(api_server):

@@ -48,7 +48,7 @@ def test_safe_unpickle_opt_out_loads_a_pickle_with_objects(tmp_path, cpu_policy)
     torch.save({"state_dict": sd, "extra": types.SimpleNamespace(note="harmless")}, path)
     with pytest.raises(CheckpointError, match="refused"):
         load(path, cpu_policy)
-    assert load(path, cpu_policy, allow_unsafe_pickle=True).spec.family.value == "sd1"
+    assert load(path, cpu_policy, allow_unsafe_pickle=True).spec.family.id == "sd1"
 
 
 def test_lightning_training_checkpoint_loads_without_lightning(tmp_path, cpu_policy, monkeypatch):
@@ -71,7 +71,7 @@ def test_lightning_training_checkpoint_loads_without_lightning(tmp_path, cpu_pol
                 "callbacks": {"ModelCheckpoint": ModelCheckpoint()}}, path)
     for n in names:
         monkeypatch.delitem(sys.modules, n)
-    assert load(path, cpu_policy).spec.family.value == "sd1"
+    assert load(path, cpu_policy).spec.family.id == "sd1"
 
 
 @pytest.mark.parametrize("name,content,expected", [

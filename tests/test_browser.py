@@ -285,7 +285,11 @@ def test_extra_networks_cards_insert_tags_search_and_switch_checkpoints(server, 
     page.locator("#txt2img_extra_networks").get_by_text("Extra networks").click()
     page.locator("#txt2img_lora_cards_tab-button").click()
     card = page.locator("#txt2img_lora_cards .extra-network-card", has_text="pencil")
-    assert card.locator("img").get_attribute("src").startswith("data:image/jpeg;base64,")  # pencil.png beside it
+    src = card.locator("img").get_attribute("src")
+    assert src.startswith("extra-networks/preview/")  # pencil.png beside it, by URL
+    card.scroll_into_view_if_needed()
+    card.locator("img").evaluate("(img) => img.decode()")  # it loads (lazily, now that it is shown)
+    assert card.locator("img").evaluate("(img) => img.naturalWidth") == 300
     assert "ink" in card.inner_text()
     prompt = page.locator("#txt2img_prompt textarea")
     prompt.fill("a cat")
@@ -312,6 +316,35 @@ def test_extra_networks_cards_insert_tags_search_and_switch_checkpoints(server, 
     dropdown = page.locator("#setting_sd_model_checkpoint input").input_value()
     assert dropdown.startswith(target + ".safetensors")
     page.close()
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_preview_pictures_are_served_by_id_and_only_by_id(server):
+    import json
+    from urllib.parse import quote
+
+    url, data = server
+    picture = data / "models" / "Lora" / "ink" / "pencil.png"
+    status, config = http_get(f"{url}/config")
+    assert status == 200
+    cards = next(c["props"]["value"] for c in json.loads(config)["components"]
+                 if c.get("props", {}).get("elem_id") == "txt2img_lora_cards")
+    src = re.search(r"<img src='([^']+)'", cards)[1]
+    assert "data:image" not in config.decode()  # the page holds the pictures' URLs, not their bytes
+    status, body = http_get(f"{url}/{src}")
+    assert status == 200 and body == picture.read_bytes()
+    for wrong in ("0" * 24, "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd", "%2Fetc%2Fpasswd", quote(str(picture), safe=""),
+                  "pencil.png", "pencil"):
+        assert http_get(f"{url}/extra-networks/preview/{wrong}")[0] == 404, wrong
 
 
 def _paint_stroke(page, editor_id: str) -> None:

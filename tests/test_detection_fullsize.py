@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from modules.models import detection as model_detection
 from modules.models.devices import ComponentPrecision
-from modules.models.detection import Family
+from modules.models.families import Family
 from modules.models.loading import build_text_encoder, build_unet, build_vae
 from tests import ldm_layout as L
 

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from modules.conditioning import lora as lora_module
+from modules.conditioning.lora import applier as lora_module
 from modules.models.devices import make_policy
 from modules.conditioning.lora import LoraApplier, LoraRequest, guess_family, ldm_unet_module_map, list_loras, module_lookup
-from modules.models.detection import Family
+from modules.models.families import Family
 from modules.models.model_files import ModelFile
 from modules.models.loading import load_model
 from tests import ldm_layout as L

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modules.models.checkpoint_io import CheckpointError, read_state_dict
-from modules.models.detection import Family
+from modules.models.families import Family
 from modules.models.model_files import ModelFile
 from modules.models.memory import Placement
 from modules.models.loading import load_model, predicts_v

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from modules.generation import saving as images
+from modules.generation import saving
 from modules.postprocessing.extras import ExtrasRequest, PostprocessError, pictures_in, run_extras, upscale
 
 
@@ -42,7 +42,7 @@ def test_saved_with_the_original_parameters(tmp_path):
     src = picture(text="a cat\nSteps: 20, Seed: 1")
     results, texts, paths = run_extras([src], ExtrasRequest(upscaling_resize=2), tmp_path)
     assert paths[0].parent.parent.name == "extras-images"
-    saved = images.read_infotext(Image.open(paths[0]))
+    saved = saving.read_infotext(Image.open(paths[0]))
     assert saved == texts[0] == "a cat\nSteps: 20, Seed: 1, Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
 
 

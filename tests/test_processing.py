@@ -1,36 +1,37 @@
 """txt2img / img2img / inpainting jobs on tiny checkpoints, end to end on the CPU."""
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from modules import infotext_utils
-from modules.generation import saving as images
-from modules.models.hashes import HashCache
-from modules.models.manager import ModelManager
+from modules.generation import saving
 from modules.options import Options
 from modules.paths import Paths
 from modules.cmd_args import parse_args
-from modules.generation.processing import (GenerationError, GenerationResult, Img2ImgRequest, ProcessingContext, Txt2ImgRequest,
-                                process_img2img, process_txt2img)
+from modules.generation import (GenerationError, GenerationResult, Img2ImgRequest, Txt2ImgRequest, process_img2img,
+                                process_txt2img)
 from modules.generation.progress import GenerationState
+from modules.generation.services import build_services
 from modules.generation.worker import GenerationWorker, Queued
 
 
 @pytest.fixture(scope="module")
-def manager(tiny_dir, cpu_policy, tmp_path_factory):
+def services(tiny_dir, cpu_policy, tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
-    args = parse_args(["--data-dir", str(data), "--ckpt-dir", str(tiny_dir)])
-    paths = Paths.from_args(args)
-    return ModelManager(paths, cpu_policy, Options(sd_checkpoints_limit=4), HashCache(paths.cache_file))
+    paths = Paths.from_args(parse_args(["--data-dir", str(data), "--ckpt-dir", str(tiny_dir)]))
+    return build_services(paths, cpu_policy, Options(sd_checkpoints_limit=4, randn_source="CPU"),
+                          console_progress=False)
 
 
 @pytest.fixture
-def ctx(manager, tmp_path):
-    manager.load("tiny-sd1")
-    return ProcessingContext(models=manager, options=Options(randn_source="CPU"), outputs_dir=tmp_path / "outputs",
-                             state=GenerationState(console=False))
+def ctx(services, tmp_path):
+    """Each test gets its own copy of the options, as a job with override settings does."""
+    services.models.load("tiny-sd1")
+    return replace(services.context, options=replace(services.options), outputs_dir=tmp_path / "outputs",
+                   state=GenerationState(console=False))
 
 
 def small(**kw) -> Txt2ImgRequest:
@@ -50,7 +51,7 @@ def test_txt2img_saves_png_with_infotext_and_the_infotext_reproduces_it(ctx):
     path = res.paths[0]
     assert path.parent.parent.name == "txt2img-images" and path.name == "00000-1234.png"
     saved = Image.open(path)
-    text = images.read_infotext(saved)
+    text = saving.read_infotext(saved)
     assert text == res.infotexts[0]
     assert text.startswith("a red circle\nNegative prompt: blue\nSteps: 4, Sampler: Euler a, Schedule type: Automatic,"
                            " CFG scale: 5.0, Seed: 1234, Size: 32x32, Model hash: ")
@@ -244,7 +245,7 @@ def test_sdxl_refiner_takes_over_at_the_switch_point(ctx):
 
 
 def test_img2img_batch_from_a_folder(ctx, tmp_path):
-    from modules.generation.processing import process_img2img_folder
+    from modules.generation import process_img2img_folder
     src, out, masks = tmp_path / "in", tmp_path / "out", tmp_path / "masks"
     src.mkdir(), masks.mkdir()
     rng_ = np.random.default_rng(3)
@@ -261,7 +262,7 @@ def test_img2img_batch_from_a_folder(ctx, tmp_path):
     b_in, b_out = pixels(Image.open(src / "b.png")), pixels(Image.open(out / "b.png"))
     keep = np.asarray(mask) == 0
     assert np.array_equal(b_in[keep], b_out[keep]) and not np.array_equal(b_in[~keep], b_out[~keep])
-    assert images.read_infotext(Image.open(out / "a.png")).startswith("x\nSteps: 3")
+    assert saving.read_infotext(Image.open(out / "a.png")).startswith("x\nSteps: 3")
 
 
 def test_tiling_makes_the_image_wrap_around(ctx):
@@ -276,7 +277,7 @@ def test_tiling_makes_the_image_wrap_around(ctx):
 
 
 def test_resize_modes():
-    from modules.generation.processing import resize_image
+    from modules.generation import resize_image
     wide = Image.new("RGB", (200, 100), (255, 0, 0))
     wide.paste((0, 0, 255), (0, 0, 20, 100))  # a blue stripe on the left edge
     assert resize_image(0, wide, 64, 64).size == (64, 64)
@@ -290,9 +291,9 @@ def test_jpeg_and_webp_carry_the_infotext(ctx, tmp_path):
     ctx.options.samples_format = "jpg"
     res = process_txt2img(small(), ctx)
     assert res.paths[0].suffix == ".jpg"
-    assert images.read_infotext(Image.open(res.paths[0])) == res.infotexts[0]
-    path = images.save_image(res.images[0], tmp_path, 7, "a prompt, with: commas\nSteps: 4", "webp")
-    assert images.read_infotext(Image.open(path)) == "a prompt, with: commas\nSteps: 4"
+    assert saving.read_infotext(Image.open(res.paths[0])) == res.infotexts[0]
+    path = saving.save_image(res.images[0], tmp_path, 7, "a prompt, with: commas\nSteps: 4", "webp")
+    assert saving.read_infotext(Image.open(path)) == "a prompt, with: commas\nSteps: 4"
 
 
 def test_skip_abandons_the_current_batch_only(ctx):
@@ -328,3 +329,35 @@ def test_worker_serves_jobs_in_order_and_tells_waiting_ones_their_place(ctx):
     holder.join()
     assert isinstance(items[-1], GenerationResult) and len(items[-1].images) == 1
     assert worker.waiting == 0
+
+
+def test_hires_fix_keeps_the_refiner_in_the_infotext(ctx):
+    ctx.models.load("tiny-sdxl")
+    res = process_txt2img(small(steps=4, refiner_checkpoint="tiny-sdxl-refiner", refiner_switch_at=0.5,
+                                enable_hr=True, hr_scale=2, hr_second_pass_steps=2, denoising_strength=0.5,
+                                save_images=False), ctx)
+    text = res.infotexts[0]
+    assert "Refiner: tiny-sdxl-refiner.safetensors [" in text and "Refiner switch at: 0.5" in text
+    assert "Hires upscaler: Latent" in text and "Denoising strength: 0.5" in text
+
+
+def _unet_calls(ctx, req) -> tuple[int, str]:
+    calls = []
+    handle = ctx.models.current.unet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        res = process_txt2img(req, ctx)
+    finally:
+        handle.remove()
+    return len(calls), res.infotexts[0]
+
+
+def test_discard_penultimate_sigma_keeps_the_step_count_and_says_so(ctx):
+    plain_calls, plain_text = _unet_calls(ctx, small(steps=5, sampler_name="Euler", save_images=False))
+    ctx.options.always_discard_next_to_last_sigma = True
+    discard_calls, discard_text = _unet_calls(ctx, small(steps=5, sampler_name="Euler", save_images=False))
+    assert discard_calls == plain_calls == 5  # one sigma dropped from a schedule one step longer (A1111)
+    assert "Discard penultimate sigma" not in plain_text
+    assert "Discard penultimate sigma: True" in discard_text
+    # a sampler that always discards (DPM2) gets no infotext key: the option changed nothing
+    _, dpm2_text = _unet_calls(ctx, small(steps=5, sampler_name="DPM2", save_images=False))
+    assert "Discard penultimate sigma" not in dpm2_text

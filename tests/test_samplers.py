@@ -159,7 +159,7 @@ STOCHASTIC = [  # (sampler, options, steps, std tolerance): first-order ones get
 @pytest.mark.parametrize("name, options, steps, tolerance", STOCHASTIC, ids=[f"{c[0]}{c[1] or ''}" for c in STOCHASTIC])
 def test_stochastic_sampler_matches_data_distribution(name, options, steps, tolerance):
     info = find_sampler(name)
-    sigmas = get_sigmas("karras", steps, MODEL_SIGMAS, sampler=info).double()
+    sigmas = get_sigmas("karras", steps, MODEL_SIGMAS, **info.schedule_kwargs()).double()
     generator = torch.Generator().manual_seed(1)
     x = MU + math.sqrt(S ** 2 + float(sigmas[0]) ** 2) * torch.randn(2, 16384, generator=generator, dtype=torch.float64)
     model = consistency_model if name == "LCM" else gaussian_denoiser
@@ -180,7 +180,7 @@ TESTED_SCHEDULES = ["Automatic", "Karras", "Exponential", "Uniform", "SGM Unifor
 def test_sampler_runs_on_every_schedule(info):
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5))
     for scheduler in TESTED_SCHEDULES:
-        sigmas = get_sigmas(scheduler, 8, MODEL_SIGMAS, sampler=info)
+        sigmas = get_sigmas(scheduler, 8, MODEL_SIGMAS, **info.schedule_kwargs())
         out = info.function(gaussian_denoiser, x * sigmas[0], sigmas, eta=info.eta_default)
         assert out.shape == x.shape and torch.isfinite(out).all(), scheduler
 
@@ -227,11 +227,11 @@ def test_align_your_steps_lists():
 
 
 def test_automatic_and_discarded_sigma():
-    assert torch.equal(get_sigmas("Automatic", 10, MODEL_SIGMAS, sampler=find_sampler("Euler")),
+    assert torch.equal(get_sigmas("Automatic", 10, MODEL_SIGMAS, **find_sampler("Euler").schedule_kwargs()),
                        get_sigmas("Uniform", 10, MODEL_SIGMAS))
-    assert torch.equal(get_sigmas("automatic", 10, MODEL_SIGMAS, sampler=find_sampler("DPM++ 2M")),
+    assert torch.equal(get_sigmas("automatic", 10, MODEL_SIGMAS, **find_sampler("DPM++ 2M").schedule_kwargs()),
                        get_sigmas("karras", 10, MODEL_SIGMAS))
-    dpm2 = get_sigmas("Automatic", 10, MODEL_SIGMAS, sampler=find_sampler("DPM2"))
+    dpm2 = get_sigmas("Automatic", 10, MODEL_SIGMAS, **find_sampler("DPM2").schedule_kwargs())
     karras_11 = get_sigmas("karras", 11, MODEL_SIGMAS)
     assert len(dpm2) == 11 and torch.equal(dpm2, torch.cat([karras_11[:-2], karras_11[-1:]]))
 
@@ -256,7 +256,7 @@ def test_sampler_list_matches_a1111():
 @pytest.mark.parametrize("info", SAMPLERS, ids=[s.name for s in SAMPLERS])
 def test_same_seeds_same_result_and_batch_independence(info):
     steps = 30 if info.name == "Restart" else 8  # Restart only restarts from 20 steps
-    sigmas = get_sigmas("Automatic", steps, MODEL_SIGMAS, sampler=info).double()
+    sigmas = get_sigmas("Automatic", steps, MODEL_SIGMAS, **info.schedule_kwargs()).double()
     start = {seed: torch.randn(3, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
              for seed in (21, 22)}
 
@@ -290,7 +290,7 @@ def test_brownian_noise_is_per_item_and_unit_variance():
 @pytest.mark.parametrize("info", SAMPLERS, ids=[s.name for s in SAMPLERS])
 def test_callback_each_step_and_stop(info):
     steps = 10
-    sigmas = get_sigmas("Automatic", steps, MODEL_SIGMAS, sampler=info)
+    sigmas = get_sigmas("Automatic", steps, MODEL_SIGMAS, **info.schedule_kwargs())
     x = torch.randn(2, 16, generator=torch.Generator().manual_seed(6)) * sigmas[0]
 
     calls: list[dict] = []

@@ -37,22 +37,16 @@ def main(argv=None) -> int:
     from PIL import Image, ImageDraw, ImageFont
 
     from modules.cmd_args import parse_args
+    from modules.generation import Txt2ImgRequest, process_txt2img
+    from modules.generation.services import build_services
     from modules.models.devices import make_policy
-    from modules.models.hashes import HashCache
-    from modules.conditioning.lora import LoraApplier
-    from modules.models.manager import ModelManager
     from modules.options import Options
     from modules.paths import Paths
-    from modules.generation.processing import ProcessingContext, Txt2ImgRequest, process_txt2img
-    from modules.generation.progress import GenerationState
-    from modules.conditioning.embeddings import EmbeddingDatabase
 
     paths = Paths.from_args(parse_args([]))
-    manager = ModelManager(paths, make_policy(torch.device("cpu")), Options(), HashCache(paths.cache_file))
-    manager.load("demo-shapes", remember=False)
-    ctx = ProcessingContext(models=manager, options=Options(), outputs_dir=paths.outputs_dir,
-                            state=GenerationState(console=False), loras=LoraApplier([paths.lora_dir]),
-                            embeddings=EmbeddingDatabase(paths.embeddings_dir))
+    services = build_services(paths, make_policy(torch.device("cpu")), Options(), console_progress=False)
+    services.models.load("demo-shapes", remember=False)
+    ctx = services.context
     label_w = 430
     grid = Image.new("RGB", (label_w + CELL * len(SEEDS), CELL * len(PROMPTS)), "white")
     draw = ImageDraw.Draw(grid)

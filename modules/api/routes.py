@@ -10,7 +10,9 @@ import base64
 import binascii
 import io
 import json
+import logging
 import secrets
+import threading
 import time
 import typing
 from dataclasses import MISSING, asdict, dataclass, fields, replace
@@ -23,17 +25,20 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from modules import infotext_utils
-from modules.generation import saving as images
-from modules.postprocessing import extras as postprocessing
+from modules.generation import saving
+from modules.postprocessing import extras
 from modules.models.checkpoint_io import CheckpointError
+from modules.models.memory import memory_report
 from modules.options import Options
-from modules.generation.processing import (IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, VERSION, GenerationError, GenerationResult,
+from modules.generation import (IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, VERSION, GenerationError, GenerationResult,
                                 Img2ImgRequest, Txt2ImgRequest)
 from modules.sampling.samplers import SAMPLERS
 from modules.sampling.schedules import SCHEDULERS
 from modules.generation.worker import GenerationWorker
 
 MODEL_FIELDS = ("sd_model_checkpoint", "sd_vae")  # options that switch models rather than just being set
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -56,7 +61,7 @@ def _pydantic_fields(cls, skip: set[str]) -> dict[str, tuple]:
 
 
 class _ApiBase(BaseModel):
-    # A1111 clients send fields for scripts and extensions we do not have; they are ignored.
+    # Like A1111, fields nobody knows are dropped without a word.
     model_config = ConfigDict(extra="ignore")
 
 
@@ -68,20 +73,82 @@ _API_EXTRAS: dict[str, tuple] = {
     "script_name": (str | None, None),
 }
 
+
+@dataclass(frozen=True)
+class NotImplementedField:
+    """A field of A1111's API that we accept but do not carry out yet. A client that sends a value other than an
+    `inert` one gets its answer with a warning saying `missing`, rather than a result that pretends to honour it."""
+    type: Any
+    default: Any
+    missing: str
+    inert: typing.Callable[[Any, BaseModel], bool] = lambda value, payload: not value
+
+
+# A1111's own defaults and types (modules/processing.py, modules/api/models.py); Forge's hr_additional_modules too.
+COMMON_NOT_IMPLEMENTED: dict[str, NotImplementedField] = {
+    "restore_faces": NotImplementedField(bool | None, None, "face restoration is not available"),
+    "s_min_uncond": NotImplementedField(float | None, None,
+                                        "skipping the negative prompt at low noise is not implemented"),
+    "disable_extra_networks": NotImplementedField(bool, False, "<lora:...> tags in the prompt are always applied"),
+    "firstpass_image": NotImplementedField(str | None, None, "a given first-pass image is not used"),
+    "script_args": NotImplementedField(list, Field(default_factory=list), "there is no script to pass them to"),
+    "alwayson_scripts": NotImplementedField(dict[str, Any], Field(default_factory=dict),
+                                            "scripts and extensions are not supported"),
+    "force_task_id": NotImplementedField(str | None, None, "task ids are not tracked"),
+    "infotext": NotImplementedField(str | None, None, "fields are not read from an infotext; send them as fields"),
+}
+TXT2IMG_NOT_IMPLEMENTED: dict[str, NotImplementedField] = {
+    **COMMON_NOT_IMPLEMENTED,
+    **{name: NotImplementedField(int, 0, "the old hires fix's first-pass size is not supported; "
+                                         "use hr_scale or hr_resize_x/hr_resize_y")
+       for name in ("firstphase_width", "firstphase_height")},
+    "hr_checkpoint_name": NotImplementedField(str | None, None, "the hires pass uses the first pass's checkpoint",
+                                              inert=lambda v, _: v in (None, "", "Use same checkpoint")),
+    "hr_additional_modules": NotImplementedField(list[str] | None, None, "additional modules are not supported",
+                                                 inert=lambda v, _: v in (None, [], ["Use same choices"])),
+}
+IMG2IMG_NOT_IMPLEMENTED: dict[str, NotImplementedField] = {
+    **COMMON_NOT_IMPLEMENTED,
+    # A1111 uses these only when mask_blur is not given; mask_blur blurs both directions alike
+    **{name: NotImplementedField(int, 4, "only mask_blur, the same in both directions, is supported",
+                                 inert=lambda v, p: "mask_blur" in p.model_fields_set or v == p.mask_blur)
+       for name in ("mask_blur_x", "mask_blur_y")},
+    "mask_round": NotImplementedField(bool, True, "the latent mask is always rounded to 0 or 1", inert=lambda v, _: v),
+    "latent_mask": NotImplementedField(str | None, None, "a separate latent mask is not supported"),
+}
+
+
+def _as_pydantic(table: dict[str, NotImplementedField]) -> dict[str, tuple]:
+    return {name: (f.type, f.default) for name, f in table.items()}
+
+
+def not_implemented_warnings(payload: BaseModel, table: dict[str, NotImplementedField]) -> list[str]:
+    """One line for each field of `table` that the client set to something we do not do."""
+    warnings = []
+    for name, f in table.items():
+        value = getattr(payload, name)
+        if not f.inert(value, payload):
+            which = f": {', '.join(value)}" if isinstance(value, dict) else ""  # the scripts asked for
+            warnings.append(f"{name}: not applied ({f.missing}){which}")
+    return warnings
+
+
 Txt2ImgPayload = create_model(
     "Txt2ImgPayload", __base__=_ApiBase,
-    **{**_pydantic_fields(Txt2ImgRequest, skip={"save_images"}), "save_images": (bool, False), **_API_EXTRAS})
+    **{**_pydantic_fields(Txt2ImgRequest, skip={"save_images"}), "save_images": (bool, False), **_API_EXTRAS,
+       **_as_pydantic(TXT2IMG_NOT_IMPLEMENTED)})
 
 Img2ImgPayload = create_model(
     "Img2ImgPayload", __base__=_ApiBase,
     **{**_pydantic_fields(Img2ImgRequest, skip={"save_images", "init_images", "mask"}),
        "save_images": (bool, False), "init_images": (list[str], Field(default_factory=list)),
-       "mask": (str | None, None), "include_init_images": (bool, False), **_API_EXTRAS})
+       "mask": (str | None, None), "include_init_images": (bool, False), **_API_EXTRAS,
+       **_as_pydantic(IMG2IMG_NOT_IMPLEMENTED)})
 
 
 ExtrasSinglePayload = create_model(  # ExtrasRequest's fields; A1111's API defaults to no upscaler
     "ExtrasSinglePayload", __base__=_ApiBase,
-    **{**_pydantic_fields(postprocessing.ExtrasRequest, skip={"save"}), "image": (str, ...),
+    **{**_pydantic_fields(extras.ExtrasRequest, skip={"save"}), "image": (str, ...),
        "upscaler_1": (str, "None"), "show_extras_results": (bool, True)})
 
 
@@ -120,14 +187,7 @@ def decode_image(data: str, what: str = "image") -> Image.Image:
 
 def encode_image(image: Image.Image, infotext: str | None = None) -> str:
     """PNG with the parameters embedded, as A1111 sends them."""
-    buf = io.BytesIO()
-    pnginfo = None
-    if infotext:
-        from PIL import PngImagePlugin
-        pnginfo = PngImagePlugin.PngInfo()
-        pnginfo.add_text("parameters", infotext)
-    image.save(buf, format="PNG", pnginfo=pnginfo)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(saving.image_bytes(image, infotext)).decode("ascii")
 
 
 # ---- the API -----------------------------------------------------------------------------------
@@ -174,6 +234,7 @@ class _Api:
         self.s = services
         self.worker = services.worker
         self.ctx = services.worker.ctx
+        self._options_lock = threading.Lock()  # a job's copy of the options never catches them half set
 
     def routes(self):
         return [
@@ -207,16 +268,22 @@ class _Api:
 
     # ---- generation ----------------------------------------------------------------------------
     def txt2img(self, payload: Txt2ImgPayload):  # type: ignore[valid-type]
+        """A1111's txt2img. `images` holds the batch; as in A1111, a grid comes first only with `save_images`
+        (and the return_grid setting on), and `info`'s `index_of_first_image` is then 1.
+        A1111 fields we do not implement yet are accepted; each one set to something that would need them is
+        named in `info`'s `warnings` list (with the job's own warnings) and in the server log. A `script_name`
+        answers 422, as A1111 does for a script it does not have: we have none."""
         req = Txt2ImgRequest(**self._request_fields(payload, Txt2ImgRequest))
-        return self._generate(req, payload)
+        return self._generate(req, payload, not_implemented_warnings(payload, TXT2IMG_NOT_IMPLEMENTED))
 
     def img2img(self, payload: Img2ImgPayload):  # type: ignore[valid-type]
+        """A1111's img2img; `images`, `info` and `warnings` as for txt2img."""
         if not payload.init_images:
             raise ApiError(422, "init_images: give at least one picture")
         init = [decode_image(d, f"init_images[{i}]") for i, d in enumerate(payload.init_images)]
         mask = decode_image(payload.mask, "mask") if payload.mask else None
         req = Img2ImgRequest(**self._request_fields(payload, Img2ImgRequest), init_images=init, mask=mask)
-        answer = self._generate(req, payload)
+        answer = self._generate(req, payload, not_implemented_warnings(payload, IMG2IMG_NOT_IMPLEMENTED))
         if not payload.include_init_images:
             answer["parameters"]["init_images"] = None
             answer["parameters"]["mask"] = None
@@ -227,15 +294,21 @@ class _Api:
         values = {k: v for k, v in payload.model_dump().items() if k in names}
         if payload.sampler_index and not payload.model_fields_set & {"sampler_name"}:
             values["sampler_name"] = payload.sampler_index
-        if payload.script_name not in (None, "", "None"):
-            raise ApiError(422, f"script_name: no script named {payload.script_name!r} (scripts are not supported yet)")
+        if payload.script_name:  # A1111 looks the name up among its scripts; we have none
+            raise ApiError(422, f"Script '{payload.script_name}' not found")
+        values["do_not_save_grid"] = not payload.save_images  # as A1111's API: a grid only where one is saved
         return values
 
-    def _generate(self, req: Txt2ImgRequest, payload) -> dict:
+    def _generate(self, req: Txt2ImgRequest, payload, warnings: list[str]) -> dict:
+        for warning in warnings:
+            log.warning("%s: %s", req.mode, warning)
         overrides = dict(payload.override_settings or {})
         option_values = self._checked_options({k: v for k, v in overrides.items() if k not in MODEL_FIELDS})
         model_values = {k: overrides[k] for k in MODEL_FIELDS if k in overrides}
-        ctx = replace(self.ctx, options=replace(self.ctx.options, **option_values)) if option_values else None
+        ctx = None
+        if option_values:
+            with self._options_lock:
+                ctx = replace(self.ctx, options=replace(self.ctx.options, **option_values))
         try:
             result = self.worker.run(req, ctx=ctx, models=model_values,
                                      restore_models=payload.override_settings_restore_afterwards)
@@ -243,14 +316,16 @@ class _Api:
             raise ApiError(422, str(e)) from e
         except CheckpointError as e:
             raise ApiError(422, str(e)) from e
-        return self._answer(req, payload, result)
+        return self._answer(req, payload, result, warnings)
 
-    def _answer(self, req: Txt2ImgRequest, payload, result: GenerationResult) -> dict:
-        pictures: list[str] = []
-        if payload.send_images:
-            if result.grid is not None:
-                pictures.append(encode_image(result.grid, result.infotexts[0] if result.infotexts else None))
-            pictures += [encode_image(im, text) for im, text in zip(result.images, result.infotexts)]
+    def _answer(self, req: Txt2ImgRequest, payload, result: GenerationResult, warnings: list[str]) -> dict:
+        """A1111's answer: with a grid, `images` and `infotexts` start with it and the per-image lists
+        (`all_seeds`, ...) start at `index_of_first_image`."""
+        grid = result.grid if not req.do_not_save_grid else None
+        images_out, infotexts = result.images, result.infotexts
+        if grid is not None:  # labelled with the first picture's infotext, as A1111 does
+            images_out, infotexts = [grid, *images_out], infotexts[:1] + infotexts
+        pictures = [encode_image(im, text) for im, text in zip(images_out, infotexts)] if payload.send_images else []
         model = self.ctx.models.current
         info = {
             "prompt": req.prompt, "all_prompts": [req.prompt] * len(result.images),
@@ -266,23 +341,23 @@ class _Api:
             "seed_resize_from_w": req.seed_resize_from_w, "seed_resize_from_h": req.seed_resize_from_h,
             "denoising_strength": req.denoising_strength, "styles": req.styles,
             "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": req.clip_skip,
-            "infotexts": result.infotexts, "warnings": result.warnings, "interrupted": result.interrupted,
-            "version": VERSION,
+            "index_of_first_image": 1 if grid is not None else 0, "infotexts": infotexts,
+            "warnings": warnings + result.warnings, "interrupted": result.interrupted, "version": VERSION,
         }
         parameters = payload.model_dump()
         return {"images": pictures, "parameters": parameters, "info": json.dumps(info, ensure_ascii=False)}
 
     # ---- extras and PNG info -------------------------------------------------------------------
     @staticmethod
-    def _extras_request(payload) -> postprocessing.ExtrasRequest:
-        names = {f.name for f in fields(postprocessing.ExtrasRequest)}
-        return postprocessing.ExtrasRequest(**{k: v for k, v in payload.model_dump().items() if k in names},
+    def _extras_request(payload) -> extras.ExtrasRequest:
+        names = {f.name for f in fields(extras.ExtrasRequest)}
+        return extras.ExtrasRequest(**{k: v for k, v in payload.model_dump().items() if k in names},
                                             save=False)
 
     def _run_extras(self, pictures: list[Image.Image], payload):
         try:
-            return postprocessing.run_extras(pictures, self._extras_request(payload), self.ctx.outputs_dir)
-        except postprocessing.PostprocessError as e:
+            return extras.run_extras(pictures, self._extras_request(payload), self.ctx.outputs_dir)
+        except extras.PostprocessError as e:
             raise ApiError(422, str(e)) from e
 
     def extra_single_image(self, payload: ExtrasSinglePayload):  # type: ignore[valid-type]
@@ -299,7 +374,7 @@ class _Api:
 
     def png_info(self, payload: PngInfoPayload):
         image = decode_image(payload.image)
-        text = images.read_infotext(image) or ""
+        text = saving.read_infotext(image) or ""
         items = {k: v for k, v in image.info.items() if isinstance(v, str | int | float)}
         parameters = infotext_utils.parse_generation_parameters(text) if text else {}
         return {"info": text, "items": items, "parameters": parameters}
@@ -347,20 +422,27 @@ class _Api:
         return out
 
     def set_options(self, values: dict[str, Any]):
+        """Waits its turn like a job: the running job finishes with the settings it started with, and the next
+        one starts with all of the new ones."""
         if self.s.frozen_settings:
             raise ApiError(403, "settings are frozen (--freeze-settings)")
-        manager = self.ctx.models
         plain = self._checked_options({k: v for k, v in values.items() if k not in MODEL_FIELDS})
-        try:
+
+        def apply() -> None:
+            manager = self.ctx.models
             if "sd_model_checkpoint" in values:
-                self.worker.with_lock(lambda: manager.load(str(values["sd_model_checkpoint"])))
+                manager.load(str(values["sd_model_checkpoint"]))
             if "sd_vae" in values:
-                self.worker.with_lock(lambda: manager.set_vae(str(values["sd_vae"])))
+                manager.set_vae(str(values["sd_vae"]))
+            with self._options_lock:
+                for name, value in plain.items():
+                    setattr(self.ctx.options, name, value)
+            self.s.save_settings()
+
+        try:
+            self.worker.with_lock(apply)
         except CheckpointError as e:
             raise ApiError(422, str(e)) from e
-        for name, value in plain.items():
-            setattr(self.ctx.options, name, value)
-        self.s.save_settings()
         return None
 
     def cmd_flags(self):
@@ -375,7 +457,7 @@ class _Api:
                 for s in SCHEDULERS]
 
     def upscalers(self):
-        names = [n for n in postprocessing.UPSCALERS]
+        names = [n for n in extras.UPSCALERS]
         return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4} for n in names]
 
     def latent_upscale_modes(self):
@@ -436,14 +518,4 @@ class _Api:
         return {}
 
     def memory(self):
-        import psutil
-        import torch
-        vm = psutil.virtual_memory()
-        answer: dict[str, Any] = {"ram": {"free": vm.available, "used": vm.total - vm.available, "total": vm.total}}
-        if torch.cuda.is_available():
-            free, total = torch.cuda.mem_get_info()
-            answer["cuda"] = {"system": {"free": free, "used": total - free, "total": total},
-                              "active": {"peak": torch.cuda.max_memory_allocated()}}
-        else:
-            answer["cuda"] = {"error": "no CUDA GPU"}
-        return answer
+        return memory_report()

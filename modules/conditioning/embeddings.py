@@ -23,7 +23,7 @@ import torch
 
 from modules.models.checkpoint_io import SAFETENSORS_SUFFIX, CheckpointError, load_pickle, read_state_dict
 from modules.models.hashes import sha256_of
-from modules.models.detection import Family, ModelSpec
+from modules.models.detection import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,7 @@ class Embedding:
 
 def expected_vectors(spec: ModelSpec) -> dict[str, int]:
     """The vectors an embedding must have for this model: key -> width, in text-encoder order."""
-    hidden = [te.config["hidden_size"] for te in spec.text_encoders]
-    if spec.family == Family.SDXL:
-        return {"clip_l": hidden[0], "clip_g": hidden[1]}
-    if spec.family == Family.SDXL_REFINER:
-        return {"clip_g": hidden[0]}
-    return {DEFAULT: hidden[0]}
+    return {key: te.config["hidden_size"] for key, te in zip(spec.family.embedding_keys, spec.text_encoders)}
 
 
 def family_label(embedding: Embedding) -> str:

@@ -47,13 +47,14 @@ def parse_prompts(prompts: list[str]) -> tuple[list[str], dict[str, list[Network
 
 
 @dataclass(frozen=True)
-class LoraTag:
+class LoraRequest:
+    """One `<lora:name:te:unet>` of a prompt: which network, how strongly on the text encoders and the UNet."""
     name: str
-    te_multiplier: float
-    unet_multiplier: float
+    te_multiplier: float = 1.0
+    unet_multiplier: float = 1.0
 
 
-def lora_tags(params: list[NetworkParams], default_multiplier: float = 1.0) -> tuple[list[LoraTag], list[str]]:
+def lora_tags(params: list[NetworkParams], default_multiplier: float = 1.0) -> tuple[list[LoraRequest], list[str]]:
     """`<lora:name>`, `<lora:name:w>`, `<lora:name:te:unet>`, `<lora:name:te=w:unet=w>`; bad numbers warn."""
     tags, warnings = [], []
     for p in params:
@@ -68,5 +69,5 @@ def lora_tags(params: list[NetworkParams], default_multiplier: float = 1.0) -> t
         except ValueError:
             warnings.append(f"LoRA tag with a weight that is not a number: <lora:{':'.join(p.items)}>")
             continue
-        tags.append(LoraTag(p.positional[0].strip(), te, unet))
+        tags.append(LoraRequest(p.positional[0].strip(), te, unet))
     return tags, warnings

@@ -24,7 +24,7 @@ import torch
 
 from modules import prompt_parser
 from modules.conditioning import extra_networks
-from modules.models.detection import Family
+from modules.models.families import ModelFamily
 
 CHUNK_LENGTH = 75
 EMPHASIS_MODES = ("Original", "No norm", "None")
@@ -60,15 +60,6 @@ class TextConditioning:
 def target_token_count(count: int) -> int:
     """What the token counter shows after the slash: the length of the chunks used."""
     return math.ceil(max(count, 1) / CHUNK_LENGTH) * CHUNK_LENGTH
-
-
-def embedding_key(family: Family, encoder_index: int) -> str:
-    """Which vectors of an embedding file feed which text encoder."""
-    if family == Family.SDXL:
-        return ("clip_l", "clip_g")[encoder_index]
-    if family == Family.SDXL_REFINER:
-        return "clip_g"
-    return "default"
 
 
 class PromptTokenizer:
@@ -216,22 +207,15 @@ class PromptEncoder:
     def __init__(self, model, embeddings: dict[str, Any] | None = None, settings: EncodeSettings = EncodeSettings()):
         self.model = model
         self.settings = settings
-        self.family: Family = model.spec.family
+        self.family: ModelFamily = model.spec.family
         self.tokenizer = PromptTokenizer(model.tokenizers[0], embeddings, settings)
         self.pad_ids = [tok.pad_token_id for tok in model.tokenizers]
 
     def _layer_output(self, index: int, out) -> torch.Tensor:
-        skip = max(1, self.settings.clip_skip)
-        if self.family == Family.SD1:
-            if skip <= 1:
-                return out.last_hidden_state
-            encoder = self.model.text_encoders[index]
-            return getattr(encoder, "text_model", encoder).final_layer_norm(out.hidden_states[-skip])
-        if self.family == Family.SD2:
-            return out.last_hidden_state  # penultimate layer + final norm, as built
-        if self.family == Family.SDXL and index == 0 and self.settings.sdxl_clip_l_skip:
-            return out.hidden_states[-skip]
-        return out.hidden_states[-2]
+        encoder = self.model.text_encoders[index]
+        final_norm = getattr(encoder, "text_model", encoder).final_layer_norm
+        return self.family.layer_output(out, index, self.settings.clip_skip, self.settings.sdxl_clip_l_skip,
+                                        final_norm)
 
     def _encode_chunks(self, chunks: list[PromptChunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One chunk position for the whole batch -> context [B, 77, width] (and pooled)."""
@@ -245,7 +229,7 @@ class PromptEncoder:
                 for row in tokens:
                     first_end = (row == self.tokenizer.id_end).nonzero()[0].item()
                     row[first_end + 1:] = pad_id
-            key = embedding_key(self.family, index)
+            key = self.family.embedding_keys[index]
             with placement.use(encoder_name) as encoder, torch.no_grad(), \
                     _EmbeddingInjector(encoder, key, [c.fixes for c in chunks]):
                 out = encoder(tokens.to(device), output_hidden_states=True)
@@ -267,7 +251,7 @@ class PromptEncoder:
 
     def encode(self, lines: list[str], is_negative: bool = False) -> TextConditioning:
         """Conditioning for a batch of prompt lines (no AND, no editing syntax left)."""
-        if is_negative and self.family in (Family.SDXL, Family.SDXL_REFINER) and all(x == "" for x in lines):
+        if is_negative and self.family.zero_empty_negative and all(x == "" for x in lines):
             return self._zeros(len(lines))  # SDXL was trained with zeroed empty negatives
         per_line = [self.tokenizer.tokenize_line(line)[0] for line in lines]
         n_chunks = max(len(c) for c in per_line)

@@ -1,6 +1,7 @@
 """Saving images the way A1111 does: numbered files, the infotext inside, grids for batches."""
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -47,34 +48,54 @@ def _decode_user_comment(raw) -> str | None:
     return body.decode("utf-8", errors="replace").rstrip("\x00")
 
 
+FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
+
+
+def image_bytes(image: Image.Image, infotext: str | None, extension: str = "png", quality: int = 95) -> bytes:
+    """The one writer of pictures: PNG with the infotext as a `parameters` text chunk, JPEG/WebP/AVIF with it
+    as the EXIF user comment (A1111's places). Saving, the API answer, zips and folder batches all use it."""
+    ext = extension.lower().lstrip(".")
+    if ext not in FORMATS:
+        raise ValueError(f"unsupported image format {extension!r}; use png, jpg, webp or avif")
+    buf = io.BytesIO()
+    if ext == "png":
+        meta = PngImagePlugin.PngInfo()
+        if infotext:
+            meta.add_text("parameters", infotext)
+        image.save(buf, format="PNG", pnginfo=meta)
+    else:
+        exif = Image.Exif()
+        if infotext:
+            exif.get_ifd(EXIF_IFD)[USER_COMMENT] = _user_comment(infotext)
+        img = image.convert("RGB") if ext in ("jpg", "jpeg") else image
+        img.save(buf, format=FORMATS[ext], exif=exif.tobytes(), quality=quality)
+    return buf.getvalue()
+
+
+def write_image(image: Image.Image, path: Path, infotext: str | None) -> Path:
+    """Write `path` (format from its suffix) atomically: a crash leaves the old file or none, never half a file."""
+    data = image_bytes(image, infotext, path.suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
 def save_image(image: Image.Image, folder: Path, seed: int | None, infotext: str | None,
                extension: str = "png", suffix: str = "") -> Path:
     """Save as `folder/NNNNN-SEED{suffix}.{ext}` with the infotext embedded; returns the path."""
-    folder.mkdir(parents=True, exist_ok=True)
     ext = extension.lower().lstrip(".")
+    if ext not in FORMATS:
+        raise ValueError(f"unsupported image format {extension!r}; use png, jpg, webp or avif")
+    folder.mkdir(parents=True, exist_ok=True)
     number = next_sequence_number(folder)
     stem = f"{number:05}" + (f"-{seed}" if seed is not None else "") + suffix
     path = folder / f"{stem}.{ext}"
     while path.exists():  # another process saved meanwhile
         number += 1
         path = folder / f"{number:05}{path.name[5:]}"
-    tmp = path.with_name(path.name + ".tmp")
-    if ext == "png":
-        meta = PngImagePlugin.PngInfo()
-        if infotext:
-            meta.add_text("parameters", infotext)
-        image.save(tmp, format="PNG", pnginfo=meta)
-    elif ext in ("jpg", "jpeg", "webp", "avif"):
-        exif = Image.Exif()
-        if infotext:
-            exif.get_ifd(EXIF_IFD)[USER_COMMENT] = _user_comment(infotext)
-        img = image.convert("RGB") if ext in ("jpg", "jpeg") else image
-        img.save(tmp, format={"jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}[ext],
-                 exif=exif.tobytes(), quality=95)
-    else:
-        raise ValueError(f"unsupported image format {extension!r}; use png, jpg, webp or avif")
-    os.replace(tmp, path)
-    return path
+    return write_image(image, path, infotext)
 
 
 def read_infotext(image: Image.Image) -> str | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 
-from modules.generation.processing import (GenerationResult, Img2ImgRequest, ProcessingContext, Txt2ImgRequest,
+from modules.generation import (GenerationResult, Img2ImgRequest, ProcessingContext, Txt2ImgRequest,
                                 process_img2img, process_txt2img)
 from modules.generation.progress import ProgressSnapshot
 from modules.conditioning.text import PromptTokenizer, prompt_token_count

@@ -10,42 +10,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from modules.models import families
 from modules.models.checkpoint_io import CheckpointError
+from modules.models.families import ModelFamily, TextEncoderSpec, count_indices
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
 Shapes = dict[str, tuple[int, ...]]
 
 
-class Family(str, Enum):
-    SD1 = "sd1"
-    SD2 = "sd2"
-    SDXL = "sdxl"
-    SDXL_REFINER = "sdxl_refiner"
-
-    @property
-    def label(self) -> str:
-        return {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner"}[self.value]
-
-
-@dataclass(frozen=True)
-class TextEncoderSpec:
-    """One text encoder: where its weights live in the checkpoint and its transformers config."""
-    prefix: str
-    layout: str  # "hf" (OpenAI CLIP in Hugging Face naming) or "openclip"
-    config: dict[str, Any]
-    with_projection: bool  # SDXL's bigG encoder also yields a projected pooled embedding
-    pad_token: str  # OpenAI CLIP pads with <|endoftext|>, OpenCLIP with "!"
-    dropped_last_layer: bool = False  # SD2 uses the penultimate layer, so the last one is not built
-
-
 @dataclass(frozen=True)
 class ModelSpec:
-    family: Family
+    family: ModelFamily
     prediction: str  # "eps" or "v"
     unet_config: dict[str, Any]
     vae_config: dict[str, Any]
@@ -71,12 +50,6 @@ class ModelSpec:
         kind = " inpainting" if self.is_inpainting else " instruct-pix2pix" if self.is_instruct_pix2pix else ""
         v = " (v-prediction)" if self.prediction == "v" else ""
         return f"{self.family.label}{kind}{v}"
-
-
-def _count(shapes: Shapes, pattern: str) -> int:
-    """Number of distinct integers matched by the single group in `pattern`."""
-    rx = re.compile(pattern)
-    return len({m.group(1) for k in shapes if (m := rx.match(k))})
 
 
 def _explain_unknown(path: Path, shapes: Shapes) -> CheckpointError:
@@ -114,7 +87,7 @@ def _unet_levels(shapes: Shapes) -> tuple[list[int], list[int], list[int]]:
         elif p + "0.out_layers.3.weight" in shapes:
             cur_ch = shapes[p + "0.out_layers.3.weight"][0]
             cur_res += 1
-            cur_depth = max(cur_depth, _count(shapes, re.escape(p + "1.transformer_blocks.") + r"(\d+)\."))
+            cur_depth = max(cur_depth, count_indices(shapes, re.escape(p + "1.transformer_blocks.") + r"(\d+)\."))
         else:
             break
         idx += 1
@@ -129,7 +102,7 @@ def _first_transformer(shapes: Shapes) -> str | None:
                  if k.startswith(UNET) and k.endswith("attn2.to_k.weight")), None)
 
 
-def unet_config_from_shapes(path: Path, shapes: Shapes, family: Family, unet_params: dict,
+def unet_config_from_shapes(path: Path, shapes: Shapes, family: ModelFamily, unet_params: dict,
                             pooled_dim: int | None) -> dict[str, Any]:
     conv_in = shapes[UNET + "input_blocks.0.0.weight"]
     channels, res_counts, depths = _unet_levels(shapes)
@@ -147,10 +120,10 @@ def unet_config_from_shapes(path: Path, shapes: Shapes, family: Family, unet_par
     else:
         head_ch = unet_params.get("num_head_channels", -1)
         if head_ch is None or head_ch <= 0:
-            head_ch = None if family == Family.SD1 else 64
+            head_ch = family.default_head_channels
         heads = [8] * len(channels) if head_ch is None else [max(1, c // head_ch) for c in channels]
 
-    mid_depth = _count(shapes, re.escape(UNET + "middle_block.1.transformer_blocks.") + r"(\d+)\.")
+    mid_depth = count_indices(shapes, re.escape(UNET + "middle_block.1.transformer_blocks.") + r"(\d+)\.")
     cfg: dict[str, Any] = {
         "sample_size": 64,
         "in_channels": conv_in[1],
@@ -163,7 +136,7 @@ def unet_config_from_shapes(path: Path, shapes: Shapes, family: Family, unet_par
         "cross_attention_dim": context_dim,
         "attention_head_dim": heads,
         "use_linear_projection": linear,
-        "upcast_attention": family == Family.SD2,
+        "upcast_attention": family.upcast_attention,
         "mid_block_type": "UNetMidBlock2DCrossAttn" if mid_depth else None,
     }
     if mid_depth:
@@ -175,11 +148,10 @@ def unet_config_from_shapes(path: Path, shapes: Shapes, family: Family, unet_par
     label_emb = UNET + "label_emb.0.0.weight"
     if label_emb in shapes:
         adm = shapes[label_emb][1]
-        if family not in (Family.SDXL, Family.SDXL_REFINER) or pooled_dim is None:
+        if not family.time_id_count or pooled_dim is None:
             raise CheckpointError(path, "UNet has class conditioning (label_emb) but is not SDXL: unCLIP and "
                                         "similar variants are not supported")
-        n_time_ids = 6 if family == Family.SDXL else 5
-        time_dim, rest = divmod(adm - pooled_dim, n_time_ids)
+        time_dim, rest = divmod(adm - pooled_dim, family.time_id_count)
         if rest or time_dim <= 0:
             raise CheckpointError(path, f"SDXL size conditioning width {adm} does not fit the pooled text "
                                         f"embedding ({pooled_dim})")
@@ -188,11 +160,11 @@ def unet_config_from_shapes(path: Path, shapes: Shapes, family: Family, unet_par
     return cfg
 
 
-def vae_config_from_shapes(path: Path, shapes: Shapes, prefix: str, family: Family) -> dict[str, Any]:
+def vae_config_from_shapes(path: Path, shapes: Shapes, prefix: str, family: ModelFamily) -> dict[str, Any]:
     try:
-        n_levels = _count(shapes, re.escape(prefix + "encoder.down.") + r"(\d+)\.")
+        n_levels = count_indices(shapes, re.escape(prefix + "encoder.down.") + r"(\d+)\.")
         channels = [shapes[f"{prefix}encoder.down.{i}.block.0.conv1.weight"][0] for i in range(n_levels)]
-        layers = _count(shapes, re.escape(prefix + "encoder.down.0.block.") + r"(\d+)\.")
+        layers = count_indices(shapes, re.escape(prefix + "encoder.down.0.block.") + r"(\d+)\.")
         latent = shapes[prefix + "post_quant_conv.weight"][0]
     except KeyError as e:
         raise CheckpointError(path, f"VAE weights incomplete: missing {e}") from e
@@ -204,50 +176,9 @@ def vae_config_from_shapes(path: Path, shapes: Shapes, prefix: str, family: Fami
         "layers_per_block": layers,
         "down_block_types": ["DownEncoderBlock2D"] * n_levels,
         "up_block_types": ["UpDecoderBlock2D"] * n_levels,
-        "scaling_factor": 0.13025 if family in (Family.SDXL, Family.SDXL_REFINER) else 0.18215,
+        "scaling_factor": family.vae_scaling_factor,
         "sample_size": 512,
     }
-
-
-def _text_config(hidden: int, layers: int, mlp: int, vocab: int, positions: int, act: str,
-                 projection: int | None) -> dict[str, Any]:
-    return {
-        "hidden_size": hidden,
-        "num_hidden_layers": layers,
-        "intermediate_size": mlp,
-        "num_attention_heads": max(1, hidden // 64),
-        "vocab_size": vocab,
-        "max_position_embeddings": positions,
-        "hidden_act": act,
-        "projection_dim": projection or hidden,
-        "layer_norm_eps": 1e-5,
-        "bos_token_id": 49406,
-        "eos_token_id": 49407,
-        "pad_token_id": 49407,
-    }
-
-
-def hf_clip_spec(path: Path, shapes: Shapes, prefix: str) -> TextEncoderSpec:
-    p = prefix + "text_model."
-    tok = shapes[p + "embeddings.token_embedding.weight"]
-    layers = _count(shapes, re.escape(p + "encoder.layers.") + r"(\d+)\.")
-    mlp = shapes[p + "encoder.layers.0.mlp.fc1.weight"][0]
-    positions = shapes[p + "embeddings.position_embedding.weight"][0]
-    return TextEncoderSpec(prefix, "hf", _text_config(tok[1], layers, mlp, tok[0], positions, "quick_gelu", None),
-                           with_projection=False, pad_token="<|endoftext|>")
-
-
-def open_clip_spec(path: Path, shapes: Shapes, prefix: str, drop_last: bool, with_projection: bool
-                   ) -> TextEncoderSpec:
-    tok = shapes[prefix + "token_embedding.weight"]
-    layers = _count(shapes, re.escape(prefix + "transformer.resblocks.") + r"(\d+)\.")
-    mlp = shapes[prefix + "transformer.resblocks.0.mlp.c_fc.weight"][0]
-    positions = shapes[prefix + "positional_embedding"][0]
-    proj = shapes.get(prefix + "text_projection")
-    cfg = _text_config(tok[1], layers - (1 if drop_last else 0), mlp, tok[0], positions, "gelu",
-                       proj[1] if proj else None)
-    return TextEncoderSpec(prefix, "openclip", cfg, with_projection=with_projection, pad_token="!",
-                           dropped_last_layer=drop_last)
 
 
 def _normalise_legacy_clip_keys(shapes: Shapes) -> Shapes:
@@ -261,19 +192,14 @@ def _normalise_legacy_clip_keys(shapes: Shapes) -> Shapes:
     return shapes
 
 
-def detect_family(path: Path, shapes: Shapes) -> Family:
+def detect_family(path: Path, shapes: Shapes) -> ModelFamily:
     if UNET + "input_blocks.0.0.weight" not in shapes:
         raise _explain_unknown(path, shapes)
-    if any(k.startswith("conditioner.embedders.1.model.") for k in shapes):
-        return Family.SDXL
-    if any(k.startswith("conditioner.embedders.0.model.") for k in shapes):
-        return Family.SDXL_REFINER
-    if any(k.startswith("cond_stage_model.model.") for k in shapes):
-        return Family.SD2
-    if any(k.startswith("cond_stage_model.transformer.") for k in shapes):
-        return Family.SD1
-    raise CheckpointError(path, "the checkpoint has a UNet but no text encoder (cond_stage_model / conditioner "
-                                "keys missing); a complete SD checkpoint is needed")
+    family = families.detect_family(shapes)
+    if family is None:
+        raise CheckpointError(path, "the checkpoint has a UNet but no text encoder (cond_stage_model / conditioner "
+                                    "keys missing); a complete SD checkpoint is needed")
+    return family
 
 
 def _yaml_params(yaml_config: Any) -> tuple[dict, dict]:
@@ -296,20 +222,7 @@ def detect(path: Path | str, shapes: Shapes, yaml_config: Any = None) -> ModelSp
     model_params, unet_params = _yaml_params(yaml_config)
     notes = []
 
-    try:
-        if family == Family.SD1:
-            texts = (hf_clip_spec(path, shapes, "cond_stage_model.transformer."),)
-        elif family == Family.SD2:
-            texts = (open_clip_spec(path, shapes, "cond_stage_model.model.", drop_last=True, with_projection=False),)
-        elif family == Family.SDXL:
-            texts = (hf_clip_spec(path, shapes, "conditioner.embedders.0.transformer."),
-                     open_clip_spec(path, shapes, "conditioner.embedders.1.model.", drop_last=False,
-                                    with_projection=True))
-        else:
-            texts = (open_clip_spec(path, shapes, "conditioner.embedders.0.model.", drop_last=False,
-                                    with_projection=True),)
-    except KeyError as e:
-        raise CheckpointError(path, f"{family.label} text encoder weights incomplete: missing {e}") from e
+    texts = families.describe_text_encoders(path, family, shapes)
 
     pooled = texts[-1].config["projection_dim"] if texts[-1].with_projection else None
     try:
@@ -320,7 +233,7 @@ def detect(path: Path | str, shapes: Shapes, yaml_config: Any = None) -> ModelSp
         raise CheckpointError(path, "the checkpoint has no VAE (first_stage_model) weights")
     vae_cfg = vae_config_from_shapes(path, shapes, VAE, family)
     for t in texts:
-        if t.config["hidden_size"] not in (unet_cfg["cross_attention_dim"],) and family in (Family.SD1, Family.SD2):
+        if not family.is_xl and t.config["hidden_size"] != unet_cfg["cross_attention_dim"]:
             raise CheckpointError(path, f"text encoder width {t.config['hidden_size']} does not match the UNet's "
                                         f"cross-attention width {unet_cfg['cross_attention_dim']}")
 
@@ -331,9 +244,7 @@ def detect(path: Path | str, shapes: Shapes, yaml_config: Any = None) -> ModelSp
     elif "v_pred" in shapes:
         prediction = "v"
         notes.append("v-prediction from the v_pred marker key")
-    native = {Family.SD1: 512, Family.SD2: 512, Family.SDXL: 1024, Family.SDXL_REFINER: 1024}[family]
-    if family == Family.SD2 and prediction == "v":
-        native = 768
+    native = family.native_size_for(prediction)
     unet_cfg["sample_size"] = native // 8
     return ModelSpec(family=family, prediction=prediction, unet_config=unet_cfg, vae_config=vae_cfg,
                      text_encoders=texts, native_size=native, zero_terminal_snr="ztsnr" in shapes,

@@ -14,14 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from modules.models import detection as model_detection
 from modules.models.checkpoint_io import CheckpointError, read_state_dict, shapes_of
 from modules.models.devices import ComponentPrecision, DevicePolicy
 from modules.models.memory import Placement
-from modules.models.detection import UNET, VAE, Family, ModelSpec, TextEncoderSpec
+from modules.models.detection import UNET, VAE, ModelSpec
+from modules.models.families import ModelFamily, TextEncoderSpec
 from modules.models.model_files import ModelFile
 from modules.paths import REPO_ROOT
 
@@ -48,13 +51,30 @@ class LoadedModel:
     latent_rgb: torch.Tensor | None = field(default=None, repr=False)  # live-preview colour map, per VAE
 
     @property
-    def family(self) -> Family:
+    def family(self) -> ModelFamily:
         return self.spec.family
 
     @property
     def latent_scale(self) -> int:
         """Image pixels per latent pixel: 8 for SD's VAE (one halving per extra VAE level)."""
         return 2 ** (len(self.spec.vae_config["block_out_channels"]) - 1)
+
+    def decode_latents(self, latent: torch.Tensor) -> list[Image.Image]:
+        """Latents (as sampled, unscaled) to pictures, with this model's VAE and its scale."""
+        with self.placement.use("vae") as vae, torch.no_grad():
+            dtype = self.policy.vae.compute
+            x = vae.decode((latent / vae.config.scaling_factor).to(self.policy.device, dtype)).sample.float().cpu()
+        x = ((x + 1) / 2).clamp(0, 1)
+        arr = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        return [Image.fromarray(a) for a in arr]
+
+    def encode_images(self, pictures: list[Image.Image]) -> torch.Tensor:
+        """Pictures (all the same size) to scaled latents: the mean of the VAE's latent distribution."""
+        arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1 for im in pictures])
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2)
+        with self.placement.use("vae") as vae, torch.no_grad():
+            dist = vae.encode(x.to(self.policy.device, self.policy.vae.compute)).latent_dist
+            return (dist.mean * vae.config.scaling_factor).float().cpu()
 
     def describe(self) -> str:
         vae = self.vae_file.name if self.vae_file else "from checkpoint"
@@ -257,7 +277,7 @@ def load_model(file: ModelFile, policy: DevicePolicy, *, allow_unsafe_pickle: bo
     resolution = resolution_from_metadata(getattr(sd, "metadata", None) or {})
     if resolution:
         spec = replace(spec, native_size=resolution, notes=spec.notes + (f"native size {resolution} from metadata",))
-    is_xl = spec.family in (Family.SDXL, Family.SDXL_REFINER)
+    is_xl = spec.family.is_xl
     policy = policy.for_model(is_sdxl=is_xl, fp8_unet=fp8_unet == "Enable" or (fp8_unet == "Enable for SDXL" and is_xl))
     try:
         text_encoders = [build_text_encoder(path, sd, te, policy.text_encoder.compute) for te in spec.text_encoders]
@@ -275,9 +295,9 @@ def load_model(file: ModelFile, policy: DevicePolicy, *, allow_unsafe_pickle: bo
     model = LoadedModel(file=file, spec=spec, policy=policy, unet=unet, vae=vae, text_encoders=text_encoders,
                         tokenizers=[load_tokenizer(te) for te in spec.text_encoders], alphas_cumprod=alphas,
                         placement=Placement(policy, components))
-    if spec.family == Family.SD2 and yaml_config is None and spec.prediction == "eps":
+    if spec.family.probe_prediction and yaml_config is None and spec.prediction == "eps":
         if predicts_v(unet, model.placement, policy.unet.compute):
-            model.spec = replace(spec, prediction="v", native_size=768,
+            model.spec = replace(spec, prediction="v", native_size=spec.family.native_size_for("v"),
                                  notes=spec.notes + ("v-prediction detected by a test step (no yaml)",))
     if vae_file is not None:
         swap_vae(model, vae_file)

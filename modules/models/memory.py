@@ -77,3 +77,17 @@ class Placement:
                     module.to(self.policy.device)
                 self._active = name
             yield module
+
+
+def memory_report() -> dict:
+    """RAM and CUDA memory in A1111's /sdapi/v1/memory shape (bytes)."""
+    import psutil
+    vm = psutil.virtual_memory()
+    report: dict = {"ram": {"free": vm.available, "used": vm.total - vm.available, "total": vm.total}}
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        report["cuda"] = {"system": {"free": free, "used": total - free, "total": total},
+                          "active": {"peak": torch.cuda.max_memory_allocated()}}
+    else:
+        report["cuda"] = {"error": "no CUDA GPU"}
+    return report

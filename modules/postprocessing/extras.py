@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from modules.generation import saving as images
+from modules.generation import saving
 
 UPSCALERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST, "Bicubic": Image.BICUBIC}
 
@@ -94,11 +94,11 @@ def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Pat
     results, texts, paths = [], [], []
     for picture in pictures:
         image, params = upscale(picture, req)
-        text = _merged_infotext(images.read_infotext(picture), params)
+        text = _merged_infotext(saving.read_infotext(picture), params)
         results.append(image)
         texts.append(text)
         if req.save:
-            paths.append(images.save_image(image, images.dated_folder(outputs_dir, "extras-images"), None, text))
+            paths.append(saving.save_image(image, saving.dated_folder(outputs_dir, "extras-images"), None, text))
     return results, texts, paths
 
 

@@ -54,17 +54,6 @@ class UNetDenoiser:
         return x - out * s
 
 
-def sdxl_time_ids(model, width: int, height: int, is_negative: bool, aesthetic: tuple[float, float] = (6.0, 2.5),
-                  crop: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """SDXL's size/crop conditioning: (orig h, orig w, crop top, crop left, target h, target w);
-    the refiner has an aesthetic score instead of the target size."""
-    from modules.models.detection import Family
-    if model.spec.family == Family.SDXL_REFINER:
-        return torch.tensor([[height, width, crop[0], crop[1], aesthetic[1] if is_negative else aesthetic[0]]],
-                            dtype=torch.float32)
-    return torch.tensor([[height, width, crop[0], crop[1], height, width]], dtype=torch.float32)
-
-
 @dataclass
 class LatentMask:
     """Inpainting with an ordinary model: keep `init_latent` where `keep` is 1, every step."""

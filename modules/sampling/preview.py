@@ -26,10 +26,8 @@ def _calibration_images() -> list[Image.Image]:
 
 def fit_latent_to_rgb(model) -> torch.Tensor:
     """[channels + 1, 3] matrix: rgb(-1..1) = [latent, 1] @ matrix."""
-    from modules.generation.processing import encode
-
     pics = _calibration_images()
-    latents = encode(model, pics)  # [N, C, s, s]
+    latents = model.encode_images(pics)  # [N, C, s, s]
     scale = _SIZE // latents.shape[-1]
     targets = torch.stack([torch.from_numpy(np.asarray(p, dtype=np.float32) / 127.5 - 1)[::scale, ::scale]
                            for p in pics])  # [N, s, s, 3]

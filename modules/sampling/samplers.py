@@ -734,6 +734,11 @@ class SamplerInfo:
     discard_next_to_last_sigma: bool = False
     eta_default: float = 1.0
 
+    def schedule_kwargs(self, always_discard_next_to_last_sigma: bool = False) -> dict:
+        """What `schedules.get_sigmas` needs to know of this sampler (and of the option that forces the discard)."""
+        return {"default_scheduler": self.default_scheduler,
+                "discard_next_to_last_sigma": self.discard_next_to_last_sigma or always_discard_next_to_last_sigma}
+
 
 SAMPLERS: tuple[SamplerInfo, ...] = (
     SamplerInfo("DPM++ 2M", ("k_dpmpp_2m", "dpmpp_2m"), sample_dpmpp_2m, default_scheduler="karras"),

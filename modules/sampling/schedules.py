@@ -8,15 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 from scipy import stats
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from modules.sampling.samplers import SamplerInfo
 
 # Published "Align Your Steps" 10-step schedules (Sabour et al. 2024), as A1111 ships them.
 AYS_SD15 = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
@@ -177,23 +172,23 @@ def find_scheduler(name: str) -> Scheduler:
         raise ValueError(f"Unknown scheduler {name!r}; valid: {valid}") from None
 
 
-def get_sigmas(scheduler: str, steps: int, model_sigmas: Tensor, *, sampler: SamplerInfo | None = None,
-               is_sdxl: bool = False, sigma_min: float | None = None, sigma_max: float | None = None,
-               rho: float | None = None) -> Tensor:
+def get_sigmas(scheduler: str, steps: int, model_sigmas: Tensor, *, default_scheduler: str | None = None,
+               discard_next_to_last_sigma: bool = False, is_sdxl: bool = False, sigma_min: float | None = None,
+               sigma_max: float | None = None, rho: float | None = None) -> Tensor:
     """`steps + 1` descending sigmas (float32, CPU) ending in 0.
 
-    `model_sigmas` are the model's training sigmas, ascending. "Automatic" takes the sampler's own
-    default scheduler, else Uniform. sigma_min / sigma_max / rho of None or 0 mean the defaults
-    (the model's range; the scheduler's rho). A sampler with `discard_next_to_last_sigma` gets a
-    schedule for steps + 1 with its next-to-last sigma dropped, as in A1111.
+    `model_sigmas` are the model's training sigmas, ascending. "Automatic" takes `default_scheduler`
+    (the sampler's own), else Uniform. sigma_min / sigma_max / rho of None or 0 mean the defaults
+    (the model's range; the scheduler's rho). With `discard_next_to_last_sigma` the schedule is made
+    for steps + 1 and its next-to-last sigma dropped, so `steps` steps remain, as in A1111.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     chosen = find_scheduler(scheduler)
     if chosen.function is None:
-        chosen = find_scheduler(sampler.default_scheduler if sampler and sampler.default_scheduler else "uniform")
+        chosen = find_scheduler(default_scheduler or "uniform")
     assert chosen.function is not None
-    discard = sampler is not None and sampler.discard_next_to_last_sigma
+    discard = discard_next_to_last_sigma
     model = ModelSigmas(model_sigmas)
     request = ScheduleRequest(steps=steps + discard, sigma_min=sigma_min or model.sigma_min,
                               sigma_max=sigma_max or model.sigma_max, rho=rho or chosen.default_rho,

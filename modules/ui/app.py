@@ -26,124 +26,13 @@ CSS = """
 @keyframes forever { 50% { filter: brightness(1.3); } }
 """ + networks.CSS
 
-# Ctrl+Enter in a prompt box presses that tab's Generate button, as in A1111; Ctrl+Up/Down edit emphasis.
-# applyLocalization replaces English UI text (text nodes and placeholders) by the chosen translation,
-# now and in whatever the page adds later.
-HEAD = """
-<script>
-window.applyLocalization = (dict) => {
-  if (!dict || !Object.keys(dict).length) return;
-  const translate = (text) => {
-    const key = text.trim();
-    return Object.prototype.hasOwnProperty.call(dict, key) ? text.replace(key, dict[key]) : null;
-  };
-  const visit = (root) => {
-    if (root.nodeType === 3) {
-      const t = translate(root.nodeValue);
-      if (t !== null) root.nodeValue = t;
-      return;
-    }
-    if (root.nodeType !== 1 || ['SCRIPT', 'STYLE', 'TEXTAREA'].includes(root.tagName)) return;
-    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
-    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-      if (n.parentElement && ['SCRIPT', 'STYLE', 'TEXTAREA'].includes(n.parentElement.tagName)) continue;
-      const t = translate(n.nodeValue);
-      if (t !== null) n.nodeValue = t;
-    }
-    [root, ...root.querySelectorAll('[placeholder]')].forEach((e) => {
-      if (!e.getAttribute || !e.getAttribute('placeholder')) return;
-      const t = translate(e.getAttribute('placeholder'));
-      if (t !== null) e.setAttribute('placeholder', t);
-    });
-  };
-  visit(document.body);
-  new MutationObserver((records) => records.forEach((r) => r.addedNodes.forEach(visit)))
-    .observe(document.body, {childList: true, subtree: true});
-};
-// Ctrl+Up / Ctrl+Down in a prompt box: emphasis of the selection (or the word or (group:w) at the cursor)
-// goes up / down by 0.1, written as (text:1.1); at 1.0 the brackets go away.
-const EMPHASIS_DELIMITERS = /[\s.,\\/!?%^*;:{}=`~()\[\]<>|]/;
-window.editEmphasis = (box, up) => {
-  const t = box.value;
-  let s = box.selectionStart, e = box.selectionEnd;
-  const weightAfter = (i) => t.slice(i).match(/^:(-?\d+(?:\.\d+)?)\)/);
-  if (s === e) {
-    const open = t.lastIndexOf('(', s - 1), close = t.indexOf(')', s);
-    if (open >= 0 && close >= 0 && !t.slice(open + 1, s).includes(')') && !t.slice(s, close).includes('(')
-        && /:-?\d+(?:\.\d+)?$/.test(t.slice(open + 1, close))) {
-      s = open + 1; e = t.lastIndexOf(':', close);
-    } else {
-      while (s > 0 && !EMPHASIS_DELIMITERS.test(t[s - 1])) s--;
-      while (e < t.length && !EMPHASIS_DELIMITERS.test(t[e])) e++;
-    }
-  }
-  while (s < e && /\s/.test(t[s])) s++;
-  while (e > s && /\s/.test(t[e - 1])) e--;
-  if (s === e) return false;
-  const inner = t.slice(s, e);
-  let weight = 1.0, from = s, to = e;
-  const m = s > 0 && t[s - 1] === '(' ? weightAfter(e) : null;
-  if (m) { weight = parseFloat(m[1]); from = s - 1; to = e + m[0].length; }
-  weight = Math.round((weight + (up ? 0.1 : -0.1)) * 100) / 100;
-  const text = weight === 1 ? inner : '(' + inner + ':' + weight + ')';
-  box.setRangeText(text, from, to);
-  const innerStart = weight === 1 ? from : from + 1;
-  box.setSelectionRange(innerStart, innerStart + inner.length);
-  box.dispatchEvent(new Event('input', {bubbles: true}));
-  return true;
-};
-// "Generate forever" from the Generate button's right-click menu, as in A1111; Interrupt also ends it.
-window.generateForever = {};
-window.generateForeverNext = (tab) => {
-  if (window.generateForever[tab]) setTimeout(() => document.getElementById(tab + '_generate')?.click(), 100);
-};
-window.setGenerateForever = (tab, on) => {
-  window.generateForever[tab] = on;
-  const button = document.getElementById(tab + '_generate');
-  button?.classList.toggle('generate-forever', on);
-  if (button) button.title = on ? 'Generating forever: right-click to stop' : '';
-};
-document.addEventListener('contextmenu', (e) => {
-  const button = e.target.closest('#txt2img_generate, #img2img_generate');
-  if (!button) return;
-  e.preventDefault();
-  const tab = button.id.replace('_generate', '');
-  document.getElementById('generate_forever_menu')?.remove();
-  const menu = document.createElement('div');
-  menu.id = 'generate_forever_menu';
-  menu.style.cssText = `position:fixed;left:${e.clientX}px;top:${e.clientY}px;z-index:1000`;
-  const item = document.createElement('button');
-  item.textContent = window.generateForever[tab] ? 'Cancel generate forever' : 'Generate forever';
-  item.onclick = () => {
-    menu.remove();
-    const on = !window.generateForever[tab];
-    window.setGenerateForever(tab, on);
-    if (on) button.click();
-  };
-  menu.appendChild(item);
-  document.body.appendChild(menu);
-  setTimeout(() => document.addEventListener('click', () => menu.remove(), {once: true}), 0);
-});
-document.addEventListener('click', (e) => {
-  const interrupt = e.target.closest('#txt2img_interrupt, #img2img_interrupt');
-  if (interrupt) window.setGenerateForever(interrupt.id.replace('_interrupt', ''), false);
-});
-document.addEventListener('keydown', (e) => {
-  if ((e.ctrlKey || e.metaKey) && (e.key === 'ArrowUp' || e.key === 'ArrowDown')
-      && e.target.tagName === 'TEXTAREA' && e.target.closest('[id$="_prompt"], [id$="_neg_prompt"]')) {
-    if (window.editEmphasis(e.target, e.key === 'ArrowUp')) e.preventDefault();
-    return;
-  }
-  if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;
-  const box = e.target.closest('[id$="_prompt"], [id$="_neg_prompt"]');
-  if (!box) return;
-  const tab = box.id.startsWith('img2img') ? 'img2img' : 'txt2img';
-  document.getElementById(tab + '_generate')?.click();
-  e.preventDefault();
-});
-</script>
-<script>""" + networks.JS + """</script>
-"""
+SCRIPTS_DIR = REPO_ROOT / "javascript"
+
+
+def page_head() -> str:
+    """The page's scripts, javascript/*.js in name order, as <script> elements for the page head."""
+    return "".join(f"<script>\n{path.read_text(encoding='utf-8')}</script>\n"
+                   for path in sorted(SCRIPTS_DIR.glob("*.js")))
 
 
 def _picked(gallery_value, index: int, last: dict):
@@ -206,12 +95,12 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
     size = current.spec.native_size if current is not None else 512
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         checkpoint, status, switch_checkpoint = quicksettings.build(manager, save_settings, worker)
-        thumbnails = networks.Thumbnails()
+        previews = networks.PreviewFiles()
         with gr.Tabs(elem_id="tabs") as main_tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
-                t2i = generation.build_txt2img(worker, size, thumbnails)
+                t2i = generation.build_txt2img(worker, previews, size)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
-                i2i = generation.build_img2img(worker, size, show_dir_fields, thumbnails)
+                i2i = generation.build_img2img(worker, previews, size, show_dir_fields)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 extras_image = extras.build(worker.ctx.outputs_dir, show_dir_fields)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
@@ -234,4 +123,5 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
                          api_visibility="private")
         if ui_config_file is not None:
             apply_ui_config(demo, ui_config_file)
+    demo.extra_network_previews = previews  # for the server's preview route (webui.create_server_app)
     return demo

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import html
-import io
 import logging
 import os
 import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image, ImageChops, PngImagePlugin
+from PIL import Image, ImageChops
 
-from modules.generation import saving as images
-from modules.generation.processing import (MASKED_CONTENT, RESIZE_MODES, GenerationError, GenerationResult, Img2ImgRequest,
+from modules.generation import saving
+from modules.generation import (MASKED_CONTENT, RESIZE_MODES, GenerationError, GenerationResult, Img2ImgRequest,
                                 LATENT_UPSCALE_MODES, IMAGE_UPSCALERS, Txt2ImgRequest)
 from modules.generation.progress import ProgressSnapshot
 from modules.sampling.samplers import SAMPLERS
@@ -84,20 +84,41 @@ class Controls:
                                                elem_id=f"{tab}_seed_resize_from_h")
         self.tiling = gr.Checkbox(False, label="Tiling", elem_id=f"{tab}_tiling")
 
-    def common(self) -> list:
-        return [self.sampler, self.scheduler, self.steps, self.width, self.height, self.batch_count,
-                self.batch_size, self.cfg, self.seed, self.subseed, self.subseed_strength, self.seed_resize_w,
-                self.seed_resize_h, self.tiling]
+    def request_inputs(self) -> dict[str, gr.components.Component]:
+        """These controls by the request field each one fills."""
+        return {"sampler_name": self.sampler, "scheduler": self.scheduler, "steps": self.steps, "width": self.width,
+                "height": self.height, "n_iter": self.batch_count, "batch_size": self.batch_size,
+                "cfg_scale": self.cfg, "seed": self.seed, "subseed": self.subseed,
+                "subseed_strength": self.subseed_strength, "seed_resize_from_w": self.seed_resize_w,
+                "seed_resize_from_h": self.seed_resize_h, "tiling": self.tiling}
 
-    @staticmethod
-    def request_fields(values: list) -> dict:
-        (sampler, scheduler, steps, width, height, n_iter, batch_size, cfg, seed, subseed, strength, rw, rh,
-         tiling) = values
-        return dict(sampler_name=sampler, scheduler=scheduler, steps=int(steps), width=int(width),
-                    height=int(height), n_iter=int(n_iter), batch_size=int(batch_size), cfg_scale=float(cfg),
-                    seed=int(seed if seed is not None else -1), subseed=int(subseed if subseed is not None else -1),
-                    subseed_strength=float(strength), seed_resize_from_w=int(rw), seed_resize_from_h=int(rh),
-                    tiling=bool(tiling))
+
+def build_request(cls, values: dict[str, object], **computed):
+    """A `cls` request from control values by field name, plus fields the tab computed itself.
+
+    Gradio hands sliders over as floats and an emptied box as None: each value is converted to the
+    type of its field's default, and None becomes that default."""
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(cls)}
+    unknown = values.keys() - defaults.keys()
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no fields {sorted(unknown)}")
+    return cls(**{name: _as_type_of(defaults[name], value) for name, value in values.items()}, **computed)
+
+
+def _as_type_of(default, value):
+    if value is None:
+        return default
+    for kind in (bool, int, float, list):  # bool first: it is an int too
+        if isinstance(default, kind):
+            return kind(value)
+    return value
+
+
+def txt2img_request(values: dict[str, object]) -> Txt2ImgRequest:
+    """The request from the txt2img tab's control values, by field name."""
+    if values.get("refiner_checkpoint") == "None":  # the refiner dropdown's entry for no refiner
+        values = {**values, "refiner_checkpoint": None}
+    return build_request(Txt2ImgRequest, values)
 
 
 def prompt_boxes(tab: str, worker: GenerationWorker, steps: gr.Slider):
@@ -195,7 +216,7 @@ def output_panel(tab: str, worker: GenerationWorker, show_dir_fields: bool = Tru
             return gr.update(visible=False), "<p class='warning'>Nothing to save yet.</p>"
         index = min(max(int(index or 0), 0), len(gallery_value) - 1)
         texts = (last_value or {}).get("infotexts") or [""]
-        path = images.save_image(gallery_value[index][0], outputs_dir / "saved", None,
+        path = saving.save_image(gallery_value[index][0], outputs_dir / "saved", None,
                                  texts[min(index, len(texts) - 1)] or None)
         return gr.update(value=[str(path)], visible=True), f"<p>Saved {html.escape(str(path))}</p>"
 
@@ -225,13 +246,8 @@ def _zip_pictures(pictures: list[Image.Image], infotexts: list[str], folder: Pat
         path = folder / time.strftime(f"images-%Y%m%d-%H%M%S-{n}.zip")
     with zipfile.ZipFile(path, "w") as zf:
         for i, picture in enumerate(pictures):
-            meta = PngImagePlugin.PngInfo()
             text = infotexts[min(i, len(infotexts) - 1)] if infotexts else ""
-            if text:
-                meta.add_text("parameters", text)
-            buf = io.BytesIO()
-            picture.save(buf, format="PNG", pnginfo=meta)
-            zf.writestr(f"{i:05}.png", buf.getvalue())
+            zf.writestr(f"{i:05}.png", saving.image_bytes(picture, text))
     return path
 
 
@@ -283,10 +299,10 @@ def _forever(tab: str) -> dict:
     return dict(fn=None, js=f"() => window.generateForeverNext('{tab}')", api_visibility="private", queue=False)
 
 
-def build_txt2img(worker: GenerationWorker, default_size: int = 512, thumbnails: networks.Thumbnails | None = None):
+def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, default_size: int = 512):
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste, styles = prompt_boxes("txt2img", worker, steps_proxy)
-    checkpoint_box = networks.build("txt2img", worker, thumbnails or networks.Thumbnails())
+    checkpoint_box = networks.build("txt2img", worker, previews)
     with gr.Row():
         with gr.Column(scale=1):
             c = Controls("txt2img", default_size)
@@ -320,27 +336,22 @@ def build_txt2img(worker: GenerationWorker, default_size: int = 512, thumbnails:
     c.reuse_seed.click(lambda last: (last or {}).get("seed", -1), inputs=last_seed, outputs=c.seed, queue=False,
                        api_visibility="private")
 
-    inputs = [prompt, negative, styles] + c.common() + [enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, hr_x, hr_y,
-                                                 hr_sampler, hr_prompt, hr_negative, refiner, switch_at]
+    request_inputs = {"prompt": prompt, "negative_prompt": negative, "styles": styles, **c.request_inputs(),
+                      "enable_hr": enable_hr, "hr_upscaler": hr_upscaler, "hr_second_pass_steps": hr_steps,
+                      "denoising_strength": hr_denoise, "hr_scale": hr_scale, "hr_resize_x": hr_x,
+                      "hr_resize_y": hr_y, "hr_sampler_name": hr_sampler, "hr_prompt": hr_prompt,
+                      "hr_negative_prompt": hr_negative, "refiner_checkpoint": refiner, "refiner_switch_at": switch_at}
 
-    def run(prompt_text, negative_text, style_names, *values):
-        common, rest = list(values[:14]), values[14:]
-        (enable, upscaler, hsteps, denoise, scale, rx, ry, hsampler, hprompt, hneg, refiner_ckpt, switch) = rest
-        req = Txt2ImgRequest(prompt=prompt_text or "", negative_prompt=negative_text or "",
-                             styles=list(style_names or []), **Controls.request_fields(common), enable_hr=bool(enable), hr_upscaler=upscaler,
-                             hr_second_pass_steps=int(hsteps), denoising_strength=float(denoise),
-                             hr_scale=float(scale), hr_resize_x=int(rx), hr_resize_y=int(ry),
-                             hr_sampler_name=hsampler, hr_prompt=hprompt or "", hr_negative_prompt=hneg or "",
-                             refiner_checkpoint=None if refiner_ckpt in (None, "None") else refiner_ckpt,
-                             refiner_switch_at=float(switch))
-        yield from stream(worker, req)
+    def run(**values):
+        yield from stream(worker, txt2img_request(values))
 
-    generate.click(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_name="txt2img",
+    generate.click(run, inputs_kwargs=request_inputs, outputs=[progress, gallery, info, last_seed], api_name="txt2img",
                    concurrency_limit=1, concurrency_id="generate").then(**_forever("txt2img"))
-    prompt.submit(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_visibility="private",
-                  concurrency_limit=1, concurrency_id="generate").then(**_forever("txt2img"))
+    prompt.submit(run, inputs_kwargs=request_inputs, outputs=[progress, gallery, info, last_seed],
+                  api_visibility="private", concurrency_limit=1, concurrency_id="generate").then(**_forever("txt2img"))
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info, "paste": paste,
-            "styles": styles, "send": send, "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box}
+            "styles": styles, "send": send, "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box,
+            "request_inputs": request_inputs}
 
 
 def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
@@ -371,11 +382,11 @@ def _composite(value) -> Image.Image | None:
     return (composite if composite is not None else value["background"]).convert("RGB")
 
 
-def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fields: bool = True,
-                  thumbnails: networks.Thumbnails | None = None):
+def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, default_size: int = 512,
+                  show_dir_fields: bool = True):
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste, styles = prompt_boxes("img2img", worker, steps_proxy)
-    checkpoint_box = networks.build("img2img", worker, thumbnails or networks.Thumbnails())
+    checkpoint_box = networks.build("img2img", worker, previews)
     mode = gr.State("img2img")
     with gr.Row():
         with gr.Column(scale=1):
@@ -426,45 +437,45 @@ def build_img2img(worker: GenerationWorker, default_size: int = 512, show_dir_fi
     c.reuse_seed.click(lambda last: (last or {}).get("seed", -1), inputs=last_seed, outputs=c.seed, queue=False,
                        api_visibility="private")
 
-    inputs = [prompt, negative, styles, mode, init_image, sketch, inpaint, inpaint_sketch, upload_image, upload_mask,
-              batch_in, batch_out, batch_mask, resize_mode, mask_blur, mask_mode, fill, area, padding, denoise] + c.common()
+    request_inputs = {"prompt": prompt, "negative_prompt": negative, "styles": styles, **c.request_inputs(),
+                      "resize_mode": resize_mode, "mask_blur": mask_blur, "inpainting_mask_invert": mask_mode,
+                      "inpainting_fill": fill, "inpaint_full_res": area, "inpaint_full_res_padding": padding,
+                      "denoising_strength": denoise}
+    source_inputs = {"mode": mode, "image": init_image, "sketch": sketch, "inpaint": inpaint,
+                     "inpaint_sketch": inpaint_sketch, "upload_image": upload_image, "upload_mask": upload_mask,
+                     "batch_input_dir": batch_in, "batch_output_dir": batch_out, "batch_mask_dir": batch_mask}
 
-    def run(prompt_text, negative_text, style_names, tab, image, sketched, editor, sketched_inpaint, up_image, up_mask,
-            b_in, b_out, b_mask, resize, blur, invert, fill_mode, full_res, pad, strength, *common):
+    def run(*, mode, image, sketch, inpaint, inpaint_sketch, upload_image, upload_mask, batch_input_dir,
+            batch_output_dir, batch_mask_dir, **values):
         mask = None
-        if tab == "sketch":
-            image = _composite(sketched)
-        elif tab == "inpaint":
-            image, mask = _mask_from_editor(editor)
-        elif tab == "inpaint_sketch":  # the painted strokes are the new content and, where painted, the mask
-            _, mask = _mask_from_editor(sketched_inpaint)
-            image = _composite(sketched_inpaint)
-        elif tab == "inpaint_upload":
-            image, mask = up_image, up_mask
-        fields = Controls.request_fields(list(common))
-        req = Img2ImgRequest(prompt=prompt_text or "", negative_prompt=negative_text or "",
-                             styles=list(style_names or []), **fields,
-                             init_images=[image] if image is not None else [], mask=mask, mask_blur=int(blur),
-                             inpainting_mask_invert=bool(invert), inpainting_fill=int(fill_mode),
-                             inpaint_full_res=bool(full_res), inpaint_full_res_padding=int(pad),
-                             resize_mode=int(resize), denoising_strength=float(strength))
-        if tab == "batch":
-            yield from _batch(worker, req, b_in, b_out, b_mask)
+        if mode == "sketch":
+            image = _composite(sketch)
+        elif mode == "inpaint":
+            image, mask = _mask_from_editor(inpaint)
+        elif mode == "inpaint_sketch":  # the painted strokes are the new content and, where painted, the mask
+            _, mask = _mask_from_editor(inpaint_sketch)
+            image = _composite(inpaint_sketch)
+        elif mode == "inpaint_upload":
+            image, mask = upload_image, upload_mask
+        req = build_request(Img2ImgRequest, values, init_images=[image] if image is not None else [], mask=mask)
+        if mode == "batch":
+            yield from _batch(worker, req, batch_input_dir, batch_output_dir, batch_mask_dir)
             return
         if image is None:
             yield "", gr.skip(), "<p class='error'>❌ Put an image in first.</p>", gr.skip()
             return
         yield from stream(worker, req)
 
-    generate.click(run, inputs=inputs, outputs=[progress, gallery, info, last_seed], api_name="img2img",
-                   concurrency_limit=1, concurrency_id="generate").then(**_forever("img2img"))
+    generate.click(run, inputs_kwargs={**source_inputs, **request_inputs}, outputs=[progress, gallery, info, last_seed],
+                   api_name="img2img", concurrency_limit=1, concurrency_id="generate").then(**_forever("img2img"))
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info,
             "image": init_image, "sketch": sketch, "inpaint": inpaint, "inpaint_sketch": inpaint_sketch, "tabs": tabs, "mode": mode, "paste": paste, "send": send,
-            "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box}
+            "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box,
+            "request_inputs": request_inputs}
 
 
 def _batch(worker: GenerationWorker, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str):
-    from modules.generation.processing import process_img2img_folder
+    from modules.generation import process_img2img_folder
     if not input_dir:
         yield "", gr.skip(), "<p class='error'>❌ Give an input directory.</p>", gr.skip()
         return

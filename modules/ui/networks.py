@@ -2,25 +2,26 @@
 
 Clicking a LoRA card adds `<lora:name:1>` to the prompt (a second click takes it out again), an
 embedding card adds its name, a checkpoint card switches to that checkpoint. A card shows the
-picture saved beside the file (name.png or name.preview.png) as a small inline thumbnail, so no
-extra route (and no way around the page's password) is needed.
+picture saved beside the file (name.png or name.preview.png); the browser loads it lazily from the
+server's preview route, so the page stays small however many models there are.
 """
 from __future__ import annotations
 
-import base64
+import hashlib
 import html
-import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
+from fastapi import HTTPException
+from fastapi.responses import FileResponse
 
 from modules.models.model_files import preview_image
 from modules.generation.worker import GenerationWorker
 
-THUMBNAIL = 160  # pixels, the longer side
+PREVIEW_ROUTE = "extra-networks/preview"  # + "/{preview id}"; the cards use it relative to the page
 
 
 @dataclass(frozen=True)
@@ -32,29 +33,42 @@ class Card:
     preview: Path | None
 
 
-class Thumbnails:
-    """Small JPEG data URLs of preview pictures, remembered while the file is unchanged."""
+class PreviewFiles:
+    """The pictures on the cards of the latest listing of each kind, by an id that names no path.
+
+    The preview route opens only the files kept here, which the program itself found beside a listed
+    model file: a request can never choose what is opened. An id also changes with the file's
+    modification time, so a browser never shows an old copy of a replaced picture.
+    """
 
     def __init__(self):
-        self._cache: dict[Path, tuple[int, str]] = {}
+        self._by_kind: dict[str, dict[str, Path]] = {}
 
-    def data_url(self, path: Path | None) -> str | None:
-        if path is None:
-            return None
-        try:
-            stamp = path.stat().st_mtime_ns
-            cached = self._cache.get(path)
-            if cached and cached[0] == stamp:
-                return cached[1]
-            with Image.open(path) as im:
-                im.thumbnail((THUMBNAIL, THUMBNAIL))
-                buf = io.BytesIO()
-                im.convert("RGB").save(buf, format="JPEG", quality=85)
-        except OSError:  # unreadable picture: the card just has no image
-            return None
-        url = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-        self._cache[path] = (stamp, url)
-        return url
+    def publish(self, kind: str, cards: list[Card]) -> dict[Path, str]:
+        """Serve these cards' pictures for `kind` from now on, instead of the last listing's; returns their ids."""
+        ids = {}
+        for card in cards:
+            if card.preview is None:
+                continue
+            try:
+                stamp = card.preview.stat().st_mtime_ns
+            except OSError:  # gone since the listing: the card shows no picture
+                continue
+            key = os.fsencode(card.preview) + b"\0" + str(stamp).encode()
+            ids[card.preview] = hashlib.sha256(key).hexdigest()[:24]
+        self._by_kind[kind] = {preview_id: path for path, preview_id in ids.items()}
+        return ids
+
+    def find(self, preview_id: str) -> Path | None:
+        return next((files[preview_id] for files in list(self._by_kind.values()) if preview_id in files), None)
+
+    def response(self, preview_id: str) -> FileResponse:
+        """The preview route: the picture's bytes as stored, or 404 for an id not in the current listings."""
+        path = self.find(preview_id)
+        if path is None or not path.is_file():
+            raise HTTPException(status_code=404, detail="No such preview picture")
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=86400",
+                                           "X-Content-Type-Options": "nosniff"})
 
 
 def checkpoint_cards(worker: GenerationWorker) -> list[Card]:
@@ -90,13 +104,13 @@ def embedding_cards(worker: GenerationWorker) -> list[Card]:
     return cards
 
 
-def cards_html(cards: list[Card], tab: str, empty: str, thumbnails: Thumbnails) -> str:
+def cards_html(cards: list[Card], tab: str, empty: str, preview_ids: dict[Path, str]) -> str:
     if not cards:
         return f"<p class='extra-network-empty'>{html.escape(empty)}</p>"
     parts = []
     for c in cards:
-        url = thumbnails.data_url(c.preview)
-        image = (f"<img src='{url}' alt='' loading='lazy'>" if url
+        preview_id = preview_ids.get(c.preview)
+        image = (f"<img src='{PREVIEW_ROUTE}/{preview_id}' alt='' loading='lazy'>" if preview_id
                  else f"<div class='extra-network-noimage'>{html.escape(c.name[:1].upper())}</div>")
         search = html.escape(f"{c.name} {c.detail}".lower(), quote=True)
         parts.append(
@@ -115,8 +129,16 @@ KINDS: tuple[tuple[str, str, Callable[[GenerationWorker], list[Card]], str], ...
 )
 
 
-def build(tab: str, worker: GenerationWorker, thumbnails: Thumbnails) -> gr.Textbox:
+def build(tab: str, worker: GenerationWorker, previews: PreviewFiles) -> gr.Textbox:
     """The panel for one tab; returns the hidden box a checkpoint card writes its title into."""
+
+    def render_all() -> list[str]:
+        panes = []
+        for kind, _, make, empty in KINDS:
+            cards = make(worker)
+            panes.append(cards_html(cards, tab, empty, previews.publish(kind, cards)))
+        return panes
+
     with gr.Accordion("Extra networks", open=False, elem_id=f"{tab}_extra_networks"):
         with gr.Row():
             gr.Textbox(label="Search", placeholder="Search...", elem_id=f"{tab}_extra_search", scale=4,
@@ -124,14 +146,10 @@ def build(tab: str, worker: GenerationWorker, thumbnails: Thumbnails) -> gr.Text
             refresh = gr.Button("🔄 Refresh", elem_id=f"{tab}_extra_refresh", scale=0, min_width=100)
         panes = []
         with gr.Tabs(elem_id=f"{tab}_extra_tabs"):
-            for kind, label, make, empty in KINDS:
+            for (kind, label, _, _), pane_html in zip(KINDS, render_all()):
                 with gr.Tab(label, id=f"{tab}_{kind}", elem_id=f"{tab}_{kind}_cards_tab"):
-                    panes.append(gr.HTML(cards_html(make(worker), tab, empty, thumbnails),
-                                         elem_id=f"{tab}_{kind}_cards"))
+                    panes.append(gr.HTML(pane_html, elem_id=f"{tab}_{kind}_cards"))
         picked_checkpoint = gr.Textbox(visible="hidden", elem_id=f"{tab}_extra_checkpoint")
-
-    def render_all():
-        return [cards_html(make(worker), tab, empty, thumbnails) for _, _, make, empty in KINDS]
 
     def rescan():
         worker.ctx.models.refresh()
@@ -164,41 +182,4 @@ CSS = """
                          background: var(--background-fill-secondary); color: var(--body-text-color-subdued); }
 .extra-network-name { font-weight: 600; overflow-wrap: anywhere; }
 .extra-network-detail { font-size: 0.85em; color: var(--body-text-color-subdued); overflow-wrap: anywhere; }
-"""
-
-# Clicks on cards (delegated, so re-rendered cards work too) and the search box filter.
-JS = """
-window.toggleInPrompt = (box, text) => {
-  const value = box.value;
-  if (value.includes(text)) {
-    box.value = value.replace(text, '').replace(/ {2,}/g, ' ').replace(/,\\s*,/g, ',').replace(/^[\\s,]+|[\\s,]+$/g, '');
-  } else {
-    const sep = value.trim() === '' ? '' : (/[\\s,]$/.test(value) ? '' : ' ');
-    box.value = value + sep + text;
-  }
-  box.dispatchEvent(new Event('input', {bubbles: true}));
-};
-document.addEventListener('click', (e) => {
-  const card = e.target.closest('.extra-network-card');
-  if (!card) return;
-  const tab = card.dataset.tab;
-  if (card.dataset.action === 'checkpoint') {
-    const box = document.querySelector('#' + tab + '_extra_checkpoint textarea, #' + tab + '_extra_checkpoint input');
-    if (!box) return;
-    box.value = card.dataset.value;
-    box.dispatchEvent(new Event('input', {bubbles: true}));
-    return;
-  }
-  const prompt = document.querySelector('#' + tab + '_prompt textarea');
-  if (prompt) window.toggleInPrompt(prompt, card.dataset.value);
-});
-document.addEventListener('input', (e) => {
-  const search = e.target.closest('.extra-network-search');
-  if (!search) return;
-  const query = e.target.value.trim().toLowerCase();
-  const panel = search.closest('[id$="_extra_networks"]');
-  panel.querySelectorAll('.extra-network-card').forEach((card) => {
-    card.style.display = !query || card.dataset.search.includes(query) ? '' : 'none';
-  });
-});
 """

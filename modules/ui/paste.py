@@ -6,7 +6,7 @@ import html
 import gradio as gr
 
 from modules import infotext_utils
-from modules.generation import saving as images
+from modules.generation import saving
 
 # infotext key -> (control attribute on Controls or tab dict key, converter)
 _FIELDS = [
@@ -61,7 +61,7 @@ def build_png_info(tabs: dict[str, dict], main_tabs: gr.Tabs) -> None:
     def read(img):
         if img is None:
             return "", ""
-        text = images.read_infotext(img)
+        text = saving.read_infotext(img)
         if not text:
             return "<p>No generation parameters in this image.</p>", ""
         return f"<p>{html.escape(text).replace(chr(10), '<br>')}</p>", text

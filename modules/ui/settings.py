@@ -7,7 +7,7 @@ from dataclasses import fields
 import gradio as gr
 
 from modules.options import Options
-from modules.generation.processing import VERSION
+from modules.generation import VERSION
 from modules.conditioning.text import EMPHASIS_MODES
 
 # label, and choices for the fields that have a fixed set of values
@@ -77,13 +77,11 @@ def build(options: Options, save: Callable[[], None], frozen: bool, show_dir_fie
             controls[f.name] = gr.Textbox(**kwargs)
     gr.Markdown(f"Version {VERSION}")
 
-    names = list(controls)
-
-    def apply_settings(*values):
+    def apply_settings(**values):
         if frozen:
             return "Settings are frozen."
         changed = []
-        for name, value in zip(names, values):
+        for name, value in values.items():
             current = getattr(options, name)
             new = type(current)(value) if value is not None else current
             if new != current:
@@ -92,4 +90,4 @@ def build(options: Options, save: Callable[[], None], frozen: bool, show_dir_fie
         save()
         return f"{len(changed)} settings changed" + (f": {', '.join(changed)}." if changed else ".")
 
-    apply.click(apply_settings, inputs=[controls[n] for n in names], outputs=result, api_visibility="private")
+    apply.click(apply_settings, inputs_kwargs=controls, outputs=result, api_visibility="private")

@@ -1,0 +1,407 @@
+"""One generation loop for every mode.
+
+A job runs batch by batch: LoRAs from the prompt are applied, prompts are encoded (cached), noise
+comes from each image's own seed, the sampler runs through the CFG denoiser (switching to the
+refiner when asked), and each finished image is saved with the parameters that reproduce it.
+A mode (txt2img, img2img) only supplies how one batch is sampled: `Mode.sample_batch`.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from PIL import Image
+
+from modules import infotext_utils
+from modules.conditioning import extra_networks
+from modules.conditioning.text import (ConditioningCache, EncodeSettings, PromptEncoder, learned_conditioning,
+                                       multicond_learned_conditioning)
+from modules.generation import saving
+from modules.generation.progress import GenerationState
+from modules.generation.requests import VERSION, GenerationError, GenerationRequest, GenerationResult
+from modules.models.checkpoint_io import CheckpointError
+from modules.options import Options
+from modules.sampling import preview, rng
+from modules.sampling.denoiser import CFGDenoiser, LatentMask, UNetDenoiser
+from modules.sampling.samplers import BrownianTreeNoiseSampler, SamplerInfo, find_sampler
+from modules.sampling.schedules import get_sigmas
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessingContext:
+    """What a job needs besides its request; passed explicitly, no globals."""
+    models: object  # modules.models.manager.ModelManager
+    options: Options
+    outputs_dir: Path
+    state: GenerationState
+    cond_cache: ConditioningCache = field(default_factory=ConditioningCache)
+    embeddings: object | None = None  # modules.conditioning.embeddings.EmbeddingDatabase
+    loras: object | None = None  # modules.conditioning.lora.LoraApplier
+    styles: object | None = None  # modules.conditioning.styles.StyleDatabase
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of a job: its number, the index of its first image, and per image seeds and prompts
+    (LoRA tags taken out and applied)."""
+    number: int
+    first: int
+    seeds: list[int]
+    subseeds: list[int]
+    prompts: list[str]
+    negatives: list[str]
+
+
+@dataclass
+class BatchOutput:
+    """What a mode made of one batch: finished pictures, the infotext parameters only this mode knows,
+    and the size to record (None: the request's)."""
+    images: list[Image.Image]
+    params: dict = field(default_factory=dict)
+    size: tuple[int, int] | None = None
+
+
+class Mode(Protocol):
+    name: str  # shown in the progress bar: "txt2img"
+    passes_per_batch: int  # sampling passes per batch, for progress
+
+    def sample_batch(self, job: Job, batch: Batch) -> BatchOutput: ...
+
+
+@dataclass(frozen=True)
+class RefinerSwitch:
+    checkpoint: str
+    switch_at: float  # fraction of the steps after which the refiner takes over
+
+
+def fix_seed(seed: int | None) -> int:
+    return int(random.randrange(4294967294)) if seed is None or int(seed) == -1 else int(seed)
+
+
+def sampler_by_name(name: str) -> SamplerInfo:
+    try:
+        return find_sampler(name)
+    except ValueError as e:
+        raise GenerationError(str(e)) from e
+
+
+def model_calls(sampler: SamplerInfo, steps: int) -> int:
+    """Prompt schedules count model calls: twice the steps for second-order samplers (A1111)."""
+    return steps * 2 if sampler.second_order else steps
+
+
+class SeamlessTiling:
+    """Seamless tiling: circular padding in every conv of the UNet and VAE while active."""
+
+    def __init__(self, model, enabled: bool):
+        self.convs = [m for part in (model.unet, model.vae) for m in part.modules()
+                      if isinstance(m, torch.nn.Conv2d)] if enabled else []
+
+    def __enter__(self):
+        self.saved = [c.padding_mode for c in self.convs]
+        for c in self.convs:
+            c.padding_mode = "circular"
+
+    def __exit__(self, *exc):
+        for c, mode in zip(self.convs, self.saved):
+            c.padding_mode = mode
+
+
+class Job:
+    """One request being carried out: what every mode shares."""
+
+    def __init__(self, req: GenerationRequest, ctx: ProcessingContext):
+        self.req = req
+        self.ctx = ctx
+        self.opts = ctx.options
+        model = ctx.models.ensure_selected()
+        if model is None:
+            raise GenerationError("no checkpoint is loaded: put one into models/Stable-diffusion and pick it")
+        if model.spec.is_instruct_pix2pix:
+            raise GenerationError(f"{model.file.name} is an instruct-pix2pix model; generating with those is not "
+                                  f"supported yet")
+        self.model = model
+        self.base = model  # what the infotext names, even after a switch to the refiner
+        if req.width % 8 or req.height % 8 or req.width < 8 or req.height < 8:
+            raise GenerationError(f"width and height must be positive multiples of 8 (got {req.width}x{req.height})")
+        if req.steps < 1 or req.batch_size < 1 or req.n_iter < 1:
+            raise GenerationError("steps, batch size and batch count must be at least 1")
+        self.sampler = sampler_by_name(req.sampler_name)
+        self.warnings: list[str] = []
+        self.generation_params: dict = {}  # infotext keys added on the way (A1111's extra_generation_params)
+        self.denoiser = UNetDenoiser(model)
+        clip_skip = req.clip_skip if req.clip_skip is not None else self.opts.CLIP_stop_at_last_layers
+        self.encode_settings = EncodeSettings(clip_skip=clip_skip, emphasis=self.opts.emphasis,
+                                              comma_padding_backtrack=self.opts.comma_padding_backtrack,
+                                              sdxl_clip_l_skip=self.opts.sdxl_clip_l_skip)
+        self.embeddings = {}
+        if ctx.embeddings is not None:
+            ctx.embeddings.reload()
+            self.embeddings, _skipped = ctx.embeddings.for_model(model.spec)
+        self.prompt_encoder = PromptEncoder(model, self.embeddings, self.encode_settings)
+        prompt, negative = req.prompt, req.negative_prompt
+        if req.styles and ctx.styles is not None:
+            prompt = ctx.styles.apply_to_prompt(prompt, req.styles)
+            negative = ctx.styles.apply_to_negative(negative, req.styles)
+        total = req.batch_size * req.n_iter
+        self.seed = fix_seed(req.seed)
+        self.subseed = fix_seed(req.subseed)
+        vary = req.subseed_strength != 0
+        self.all_seeds = [self.seed + (0 if vary else i) for i in range(total)]
+        self.all_subseeds = [self.subseed + i for i in range(total)]
+        self.all_prompts = [prompt] * total
+        self.all_negative = [negative] * total
+        self.applied_loras: list = []
+        self.refiner_info: dict = {}
+
+    # ---- the loop ----
+    def run(self, mode: Mode) -> GenerationResult:
+        """Every batch through `mode`, each finished image recorded with its infotext, then the grid."""
+        req, state = self.req, self.ctx.state
+        result = GenerationResult([], [], [], [])
+        state.begin(req.n_iter * mode.passes_per_batch, text=mode.name)
+        try:
+            with SeamlessTiling(self.model, req.tiling):
+                for batch in self.batches():
+                    out = mode.sample_batch(self, batch)
+                    if state.skipped and not state.interrupted:
+                        continue
+                    params = {**self.refiner_info, **out.params}
+                    width, height = out.size or (req.width, req.height)
+                    for k, image in enumerate(out.images):
+                        index = batch.first + k
+                        self.add_image(result, image, index, self.infotext(index, params, width, height))
+            self.save_grid(result)
+        finally:
+            state.end()
+        result.warnings = self.warnings
+        result.interrupted = state.interrupted
+        return result
+
+    def batches(self):
+        """Each batch on the chosen model with its LoRAs applied; stops early when interrupted."""
+        req = self.req
+        for n in range(req.n_iter):
+            if self.ctx.state.interrupted:
+                return
+            lo, hi = n * req.batch_size, (n + 1) * req.batch_size
+            self.back_to_base()
+            prompts = self.apply_networks(self.all_prompts[lo:hi])
+            yield Batch(n, lo, self.all_seeds[lo:hi], self.all_subseeds[lo:hi], prompts, self.all_negative[lo:hi])
+
+    def back_to_base(self) -> None:
+        """After a batch finished on the refiner, the next one starts on the chosen model again."""
+        if self.refiner_info:
+            self.model = self.ctx.models.ensure_selected()
+            self.denoiser = UNetDenoiser(self.model)
+            self.prompt_encoder = PromptEncoder(self.model, self.embeddings, self.encode_settings)
+            self.refiner_info = {}
+
+    # ---- conditioning ----
+    def _context_key(self) -> tuple:
+        lora_key = self.ctx.loras.signature(self.model) if self.ctx.loras is not None else ()
+        emb_key = tuple(sorted((name, id(e)) for name, e in self.embeddings.items()))
+        return (id(self.model), self.encode_settings, emb_key, lora_key)
+
+    def apply_networks(self, prompts: list[str]) -> list[str]:
+        """Take `<lora:...>` tags out of the prompts and merge those networks; returns the cleaned prompts."""
+        cleaned, networks = extra_networks.parse_prompts(prompts)
+        tags, warnings = extra_networks.lora_tags(networks.get("lora", []))
+        self.warnings += warnings
+        if self.ctx.loras is not None:
+            self.warnings += self.ctx.loras.apply(self.model, tags)
+            self.applied_loras = tags
+        elif tags:
+            self.warnings.append("LoRA support is not available; tags ignored: "
+                                 + ", ".join(t.name for t in tags))
+        for kind in networks:
+            if kind != "lora":
+                self.warnings.append(f"unknown extra network type <{kind}:...>: ignored")
+        return cleaned
+
+    def conds(self, prompts: list[str], negatives: list[str], steps: int, hires_steps: int | None = None):
+        key = self._context_key()
+        uc = learned_conditioning(self.prompt_encoder, negatives, steps, hires_steps, self.opts.use_old_scheduling,
+                                  is_negative=True, cache=self.ctx.cond_cache, context_key=key)
+        c = multicond_learned_conditioning(self.prompt_encoder, prompts, steps, hires_steps,
+                                           self.opts.use_old_scheduling, cache=self.ctx.cond_cache, context_key=key)
+        return c, uc
+
+    # ---- sampling ----
+    def sigmas(self, sampler: SamplerInfo, scheduler: str, steps: int) -> torch.Tensor:
+        """The noise levels for `steps` steps; the discard-penultimate-sigma option is decided here only."""
+        opts = self.opts
+        forced = opts.always_discard_next_to_last_sigma and not sampler.discard_next_to_last_sigma
+        if forced:
+            self.generation_params["Discard penultimate sigma"] = True
+        try:
+            return get_sigmas(scheduler, steps, self.denoiser.sigmas,
+                              **sampler.schedule_kwargs(opts.always_discard_next_to_last_sigma),
+                              is_sdxl=self.model.spec.family.is_xl, sigma_min=opts.sigma_min or None,
+                              sigma_max=opts.sigma_max or None, rho=opts.rho or None)
+        except ValueError as e:
+            raise GenerationError(str(e)) from e
+
+    def _sampler_kwargs(self, sampler: SamplerInfo) -> dict:
+        req, opts = self.req, self.opts
+        default_eta = opts.eta_ddim if sampler.name in ("DDIM", "PLMS", "UniPC") else opts.eta_ancestral
+        return dict(eta=req.eta if req.eta is not None else default_eta,
+                    s_churn=req.s_churn if req.s_churn is not None else opts.s_churn,
+                    s_tmin=req.s_tmin if req.s_tmin is not None else opts.s_tmin,
+                    s_tmax=(req.s_tmax if req.s_tmax is not None else opts.s_tmax) or float("inf"),
+                    s_noise=req.s_noise if req.s_noise is not None else opts.s_noise)
+
+    def _run_sampler(self, sampler: SamplerInfo, cfg: CFGDenoiser, x: torch.Tensor, sigmas: torch.Tensor,
+                     noise_rng, seeds: list[int]) -> torch.Tensor:
+        state = self.ctx.state
+        if sampler.brownian_noise:
+            nonzero = sigmas[sigmas > 0]
+            noise_sampler = BrownianTreeNoiseSampler(x, float(nonzero.min()), float(sigmas.max()), seeds)
+        else:
+            noise_sampler = lambda sigma, sigma_next: noise_rng.next()  # noqa: E731
+        state.begin_pass(len(sigmas) - 1)
+        every = self.opts.show_progress_every_n_steps
+
+        def callback(d):
+            picture = None
+            if self.opts.live_previews_enable and every > 0 and (d["i"] + 1) % every == 0:
+                picture = preview.preview_image(self.model, d["denoised"][:1])
+            state.step_done(picture)
+
+        return sampler.function(cfg, x, sigmas, extra_args={}, callback=callback, noise_sampler=noise_sampler,
+                                should_stop=lambda: state.should_stop, **self._sampler_kwargs(sampler))
+
+    def _time_ids(self, width: int, height: int):
+        family = self.model.spec.family
+        if not family.time_id_count:
+            return None
+        aesthetic = (self.opts.sdxl_refiner_high_aesthetic_score, self.opts.sdxl_refiner_low_aesthetic_score)
+        return (family.time_ids(width, height, False, aesthetic), family.time_ids(width, height, True, aesthetic))
+
+    def image_rng(self, shape, seeds, subseeds) -> rng.ImageRNG:
+        req = self.req
+        return rng.ImageRNG(shape, seeds, subseeds=subseeds, subseed_strength=req.subseed_strength,
+                            seed_resize_from_h=req.seed_resize_from_h, seed_resize_from_w=req.seed_resize_from_w,
+                            source=self.opts.randn_source, device=torch.device("cpu"),
+                            eta_noise_seed_delta=self.opts.eta_noise_seed_delta if self.sampler.uses_ensd else 0,
+                            latent_scale=self.model.latent_scale)
+
+    def sample_from_noise(self, c, uc, batch: Batch, image_cond=None, refiner: RefinerSwitch | None = None
+                          ) -> torch.Tensor:
+        """Latents of a whole schedule from each image's seed noise (txt2img's first pass)."""
+        req = self.req
+        f = self.model.latent_scale
+        shape = (self.model.unet.config.out_channels, req.height // f, req.width // f)
+        noise_rng = self.image_rng(shape, batch.seeds, batch.subseeds)
+        x = noise_rng.next()
+        sigmas = self.sigmas(self.sampler, req.scheduler, req.steps)
+        switch = None
+        if refiner is not None:
+            switch = lambda cfg: self._switch_to_refiner(cfg, refiner, batch)  # noqa: E731
+        cfg = CFGDenoiser(self.denoiser, c, uc, req.cfg_scale, time_ids=self._time_ids(req.width, req.height),
+                          image_cond=image_cond, refiner=switch,
+                          refiner_switch_at=refiner.switch_at if refiner else 1.0)
+        return self._run_sampler(self.sampler, cfg, x * sigmas[0], sigmas, noise_rng, batch.seeds)
+
+    def _switch_to_refiner(self, cfg: CFGDenoiser, refiner: RefinerSwitch, batch: Batch) -> None:
+        """Load the refiner (without making it the user's choice) and continue with its conditioning."""
+        try:
+            model = self.ctx.models.load(refiner.checkpoint, remember=False)
+        except CheckpointError as e:
+            self.warnings.append(f"refiner not used: {e}")
+            return
+        self.model = model
+        self.denoiser = UNetDenoiser(model)
+        self.prompt_encoder = PromptEncoder(model, {}, self.encode_settings)
+        c, uc = self.conds(batch.prompts, batch.negatives, model_calls(self.sampler, self.req.steps))
+        cfg.denoiser, cfg.cond, cfg.uncond = self.denoiser, c, uc
+        cfg.time_ids = self._time_ids(self.req.width, self.req.height)
+        self.refiner_info = {"Refiner": model.file.title, "Refiner switch at": refiner.switch_at}
+
+    def sample_from_latent(self, init_latent, c, uc, batch: Batch, steps: int, strength: float,
+                           sampler: SamplerInfo, scheduler: str, width: int, height: int, image_cond=None,
+                           mask: LatentMask | None = None, noise_multiplier: float = 1.0) -> torch.Tensor:
+        """img2img and the hires pass, with A1111's step semantics: the schedule of `steps` is entered at
+        `strength`."""
+        if self.opts.img2img_fix_steps:
+            t_enc = steps - 1
+            steps = int(steps / min(strength, 0.999)) if strength > 0 else 0
+        else:
+            t_enc = int(min(strength, 0.999) * steps)
+        sigmas = self.sigmas(sampler, scheduler, steps)
+        sigma_sched = sigmas[steps - t_enc - 1:]
+        noise_rng = self.image_rng(tuple(init_latent.shape[1:]), batch.seeds, batch.subseeds)
+        noise = noise_rng.next() * noise_multiplier
+        x = init_latent + noise * sigma_sched[0]
+        cfg = CFGDenoiser(self.denoiser, c, uc, self.req.cfg_scale, time_ids=self._time_ids(width, height),
+                          image_cond=image_cond, mask=mask)
+        return self._run_sampler(sampler, cfg, x, sigma_sched, noise_rng, batch.seeds)
+
+    # ---- infotext / saving ----
+    def infotext(self, index: int, extra: dict | None = None, width: int | None = None,
+                 height: int | None = None) -> str:
+        req, opts = self.req, self.opts
+        uses_vary = req.subseed_strength != 0
+        params = {
+            "Steps": req.steps,
+            "Sampler": self.sampler.name,
+            "Schedule type": req.scheduler,
+            "CFG scale": req.cfg_scale,
+            "Seed": self.all_seeds[index],
+            "Size": f"{width or req.width}x{height or req.height}",
+            "Model hash": self.base.file.shorthash,
+            "Model": self.base.file.model_name,
+            "FP8 weight": None if opts.fp8_storage == "Disable" else opts.fp8_storage,
+            "VAE": Path(self.base.vae_file.name).name if self.base.vae_file else None,
+            "Variation seed": self.all_subseeds[index] if uses_vary else None,
+            "Variation seed strength": req.subseed_strength if uses_vary else None,
+            "Seed resize from": f"{req.seed_resize_from_w}x{req.seed_resize_from_h}"
+            if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0 else None,
+            "Denoising strength": None,
+            "Clip skip": self.encode_settings.clip_skip if self.encode_settings.clip_skip > 1 else None,
+            "ENSD": opts.eta_noise_seed_delta if opts.eta_noise_seed_delta and self.sampler.uses_ensd else None,
+            "RNG": opts.randn_source if opts.randn_source != "GPU" else None,
+            "Tiling": "True" if req.tiling else None,
+        }
+        params.update(extra or {})
+        params.update(self.generation_params)
+        if self.applied_loras:
+            params["Lora hashes"] = ", ".join(f"{t.name}: {self.ctx.loras.short_hash(t.name)}"
+                                              for t in self.applied_loras) or None
+        if opts.emphasis != "Original":
+            params["Emphasis"] = opts.emphasis
+        params["Version"] = VERSION
+        return infotext_utils.create_infotext(self.all_prompts[index], self.all_negative[index], params)
+
+    def save(self, image: Image.Image, index: int, infotext: str) -> Path | None:
+        if not (self.req.save_images and self.opts.samples_save):
+            return None
+        kind = f"{self.req.mode}-images"
+        custom = self.opts.outdir_txt2img_samples if self.req.mode == "txt2img" else self.opts.outdir_img2img_samples
+        folder = Path(custom) if custom else saving.dated_folder(self.ctx.outputs_dir, kind)
+        return saving.save_image(image, folder, self.all_seeds[index], infotext, self.opts.samples_format)
+
+    def add_image(self, result: GenerationResult, image: Image.Image, index: int, infotext: str) -> None:
+        """Record one finished image (and save it, if saving is on)."""
+        result.images.append(image)
+        result.infotexts.append(infotext)
+        result.seeds.append(self.all_seeds[index])
+        result.subseeds.append(self.all_subseeds[index])
+        path = self.save(image, index, infotext)
+        if path:
+            result.paths.append(path)
+
+    def save_grid(self, result: GenerationResult) -> None:
+        if len(result.images) < 2 or not self.opts.return_grid:
+            return
+        result.grid = saving.image_grid(result.images)
+        if self.req.save_images and self.opts.grid_save and not self.req.do_not_save_grid:
+            folder = saving.dated_folder(self.ctx.outputs_dir, f"{self.req.mode}-grids")
+            saving.save_image(result.grid, folder, self.all_seeds[0], result.infotexts[0], self.opts.samples_format,
+                              suffix="-grid")

@@ -1,0 +1,103 @@
+"""txt2img: sample from seed noise, optionally followed by the hires-fix pass."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from modules.generation.job import Batch, BatchOutput, Job, ProcessingContext, RefinerSwitch, model_calls, \
+    sampler_by_name
+from modules.generation.requests import (IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, GenerationError, GenerationResult,
+                                         Txt2ImgRequest)
+
+
+def hires_size(req: Txt2ImgRequest) -> tuple[int, int]:
+    """The hires pass's size: scaled, or resized to the given width/height (one of them may be 0)."""
+    if req.hr_resize_x == 0 and req.hr_resize_y == 0:
+        return int(req.width * req.hr_scale) // 8 * 8, int(req.height * req.hr_scale) // 8 * 8
+    if req.hr_resize_y == 0:
+        return req.hr_resize_x // 8 * 8, (req.hr_resize_x * req.height // req.width) // 8 * 8
+    if req.hr_resize_x == 0:
+        return (req.hr_resize_y * req.width // req.height) // 8 * 8, req.hr_resize_y // 8 * 8
+    return req.hr_resize_x // 8 * 8, req.hr_resize_y // 8 * 8
+
+
+def inpaint_model_image_cond(model, latent_shape, batch: int) -> torch.Tensor | None:
+    """txt2img with an inpainting model: a fully masked, grey 'masked image' (A1111)."""
+    if not model.spec.is_inpainting:
+        return None
+    f = model.latent_scale
+    h, w = latent_shape[-2] * f, latent_shape[-1] * f
+    grey = model.encode_images([Image.new("RGB", (w, h), (127, 127, 127))]).repeat(batch, 1, 1, 1)
+    return torch.cat([torch.ones(batch, 1, h // f, w // f), grey], dim=1)
+
+
+class Txt2Img:
+    name = "txt2img"
+
+    def __init__(self, req: Txt2ImgRequest):
+        self.req = req
+        self.passes_per_batch = 2 if req.enable_hr else 1
+        if req.enable_hr and req.hr_upscaler not in LATENT_UPSCALE_MODES and req.hr_upscaler not in IMAGE_UPSCALERS:
+            raise GenerationError(f"unknown hires upscaler {req.hr_upscaler!r}; choose one of "
+                                  f"{', '.join(list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS))}")
+        self.hr_sampler = sampler_by_name(req.hr_sampler_name) if req.enable_hr and req.hr_sampler_name not in (
+            None, "", "Use same sampler") else None
+        self.refiner = RefinerSwitch(req.refiner_checkpoint, req.refiner_switch_at) if (
+            req.refiner_checkpoint and req.refiner_checkpoint != "None" and req.refiner_switch_at < 1) else None
+
+    def sample_batch(self, job: Job, batch: Batch) -> BatchOutput:
+        req, state = self.req, job.ctx.state
+        state.begin_pass(req.steps, job_no=batch.number * self.passes_per_batch)
+        c, uc = job.conds(batch.prompts, batch.negatives, model_calls(job.sampler, req.steps))
+        f = job.model.latent_scale
+        image_cond = inpaint_model_image_cond(job.model, (req.height // f, req.width // f), len(batch.seeds))
+        latent = job.sample_from_noise(c, uc, batch, image_cond, self.refiner)
+        if not req.enable_hr or state.should_stop:
+            return BatchOutput(job.model.decode_latents(latent))
+        width, height = hires_size(req)
+        latent, params = self._hires_pass(job, latent, batch, width, height)
+        return BatchOutput(job.model.decode_latents(latent), params, (width, height))
+
+    def _hires_pass(self, job: Job, latent, batch: Batch, width: int, height: int):
+        req, model = self.req, job.model
+        hr_sampler = self.hr_sampler or job.sampler
+        steps = req.hr_second_pass_steps or req.steps
+        params = {"Denoising strength": req.denoising_strength, "Hires upscale": req.hr_scale
+                  if not (req.hr_resize_x or req.hr_resize_y) else None,
+                  "Hires resize": f"{width}x{height}" if (req.hr_resize_x or req.hr_resize_y) else None,
+                  "Hires steps": req.hr_second_pass_steps or None, "Hires upscaler": req.hr_upscaler}
+        if req.hr_upscaler in LATENT_UPSCALE_MODES:
+            mode, antialias = LATENT_UPSCALE_MODES[req.hr_upscaler]
+            f = model.latent_scale
+            latent = F.interpolate(latent, size=(height // f, width // f), mode=mode, antialias=antialias)
+        else:
+            pictures = model.decode_latents(latent)
+            resample = IMAGE_UPSCALERS[req.hr_upscaler]
+            if resample is not None:
+                pictures = [p.resize((width, height), resample) for p in pictures]
+            latent = model.encode_images(pictures)
+        prompts = [req.hr_prompt] * len(batch.prompts) if req.hr_prompt else batch.prompts
+        negatives = [req.hr_negative_prompt] * len(batch.negatives) if req.hr_negative_prompt else batch.negatives
+        if req.hr_prompt:
+            params["Hires prompt"] = req.hr_prompt
+            prompts = job.apply_networks(prompts)
+        if req.hr_negative_prompt:
+            params["Hires negative prompt"] = req.hr_negative_prompt
+        if hr_sampler is not job.sampler:
+            params["Hires sampler"] = hr_sampler.name
+        scheduler = req.hr_scheduler if req.hr_scheduler not in (None, "", "Use same scheduler") else req.scheduler
+        if scheduler != req.scheduler:
+            params["Hires schedule type"] = scheduler
+        job.ctx.state.begin_pass(steps, job_no=batch.number * 2 + 1)
+        c, uc = job.conds(prompts, negatives, model_calls(job.sampler, req.steps),
+                          hires_steps=model_calls(hr_sampler, steps))
+        image_cond = inpaint_model_image_cond(model, latent.shape, latent.shape[0])
+        latent = job.sample_from_latent(latent, c, uc, batch, steps, req.denoising_strength, hr_sampler, scheduler,
+                                        width, height, image_cond=image_cond)
+        return latent, params
+
+
+def process_txt2img(req: Txt2ImgRequest, ctx: ProcessingContext) -> GenerationResult:
+    job = Job(req, ctx)
+    return job.run(Txt2Img(req))
