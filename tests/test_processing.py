@@ -361,3 +361,27 @@ def test_discard_penultimate_sigma_keeps_the_step_count_and_says_so(ctx):
     # a sampler that always discards (DPM2) gets no infotext key: the option changed nothing
     _, dpm2_text = _unet_calls(ctx, small(steps=5, sampler_name="DPM2", save_images=False))
     assert "Discard penultimate sigma" not in dpm2_text
+
+
+def test_a_job_sees_settings_changed_before_its_turn_and_its_own_overrides_only(ctx):
+    worker = GenerationWorker(ctx)
+    holding, release = threading.Event(), threading.Event()
+
+    def change_settings():  # like Apply in Settings or POST /options, while another job runs
+        holding.set()
+        release.wait(60)
+        ctx.options.eta_noise_seed_delta = 31337
+
+    changer = threading.Thread(target=lambda: worker.with_lock(change_settings))
+    changer.start()
+    holding.wait(60)
+    box = {}
+    job = threading.Thread(target=lambda: box.setdefault("res", worker.run(
+        small(sampler_name="Euler a", save_images=False), option_overrides={"CLIP_stop_at_last_layers": 2})))
+    job.start()  # queued behind the settings change
+    release.set()
+    changer.join(60)
+    job.join(120)
+    text = box["res"].infotexts[0]
+    assert "ENSD: 31337" in text and "Clip skip: 2" in text
+    assert ctx.options.CLIP_stop_at_last_layers == 1  # the override stayed with that job

@@ -12,10 +12,9 @@ import io
 import json
 import logging
 import secrets
-import threading
 import time
 import typing
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -234,7 +233,6 @@ class _Api:
         self.s = services
         self.worker = services.worker
         self.ctx = services.worker.ctx
-        self._options_lock = threading.Lock()  # a job's copy of the options never catches them half set
 
     def routes(self):
         return [
@@ -305,12 +303,8 @@ class _Api:
         overrides = dict(payload.override_settings or {})
         option_values = self._checked_options({k: v for k, v in overrides.items() if k not in MODEL_FIELDS})
         model_values = {k: overrides[k] for k in MODEL_FIELDS if k in overrides}
-        ctx = None
-        if option_values:
-            with self._options_lock:
-                ctx = replace(self.ctx, options=replace(self.ctx.options, **option_values))
         try:
-            result = self.worker.run(req, ctx=ctx, models=model_values,
+            result = self.worker.run(req, option_overrides=option_values, models=model_values,
                                      restore_models=payload.override_settings_restore_afterwards)
         except GenerationError as e:
             raise ApiError(422, str(e)) from e
@@ -434,9 +428,8 @@ class _Api:
                 manager.load(str(values["sd_model_checkpoint"]))
             if "sd_vae" in values:
                 manager.set_vae(str(values["sd_vae"]))
-            with self._options_lock:
-                for name, value in plain.items():
-                    setattr(self.ctx.options, name, value)
+            for name, value in plain.items():
+                setattr(self.ctx.options, name, value)
             self.s.save_settings()
 
         try:

@@ -108,7 +108,7 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                 extensions.build(extensions_dir)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                settings.build(manager.options, save_settings, freeze_settings, show_dir_fields,
+                settings.build(manager.options, save_settings, worker.with_lock, freeze_settings, show_dir_fields,
                                list_localizations(LOCALIZATION_DIRS))
         for tab in (t2i, i2i):
             paste.wire_paste_button(tab)

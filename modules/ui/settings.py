@@ -51,8 +51,8 @@ HIDDEN = {"sd_model_checkpoint", "sd_vae"}  # set from the top bar
 DIR_FIELDS = {"outdir_txt2img_samples", "outdir_img2img_samples"}
 
 
-def build(options: Options, save: Callable[[], None], frozen: bool, show_dir_fields: bool,
-          localizations: list[str]) -> None:
+def build(options: Options, save: Callable[[], None], run_exclusive: Callable[[Callable[[], None]], object],
+          frozen: bool, show_dir_fields: bool, localizations: list[str]) -> None:
     controls: dict[str, gr.components.Component] = {}
     if frozen:
         gr.Markdown("Settings are frozen (--freeze-settings): they can be read but not changed here.")
@@ -81,13 +81,17 @@ def build(options: Options, save: Callable[[], None], frozen: bool, show_dir_fie
         if frozen:
             return "Settings are frozen."
         changed = []
-        for name, value in values.items():
-            current = getattr(options, name)
-            new = type(current)(value) if value is not None else current
-            if new != current:
-                setattr(options, name, new)
-                changed.append(LABELS.get(name, (name, None))[0])
-        save()
+
+        def apply() -> None:  # in the worker's turn: a running job keeps the settings it started with
+            for name, value in values.items():
+                current = getattr(options, name)
+                new = type(current)(value) if value is not None else current
+                if new != current:
+                    setattr(options, name, new)
+                    changed.append(LABELS.get(name, (name, None))[0])
+            save()
+
+        run_exclusive(apply)
         return f"{len(changed)} settings changed" + (f": {', '.join(changed)}." if changed else ".")
 
     apply.click(apply_settings, inputs_kwargs=controls, outputs=result, api_visibility="private")
