@@ -30,4 +30,6 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+echo "Linting (ruff, settings in pyproject.toml)"
+"$VENV_DIR/bin/ruff" check .
 exec "$VENV_DIR/bin/python" -m pytest "$@"

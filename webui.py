@@ -10,8 +10,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import logging  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from modules.cmd_args import parse_args  # noqa: E402
 
@@ -116,6 +116,7 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
     if webui.demo is not None:
         import gradio as gr
         from fastapi.routing import APIRoute
+        from starlette.routing import Mount
 
         from modules.ui.app import CSS, page_head
         from modules.ui.networks import PREVIEW_ROUTE
@@ -127,6 +128,7 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
         # gets 401. That check exists once the page is mounted; the route then goes in front of the page, which is
         # mounted at "/" and would take every path routed after it.
         page = app.router.routes.pop()
+        assert isinstance(page, Mount) and page.path == "", "Gradio's mount is expected to be the last route"
         page_config = next(r for r in page.app.routes if isinstance(r, APIRoute) and r.path == "/config")
         app.add_api_route(f"/{PREVIEW_ROUTE}/{{preview_id}}", webui.demo.extra_network_previews.response,
                           methods=["GET"], dependencies=page_config.dependencies, include_in_schema=False)

@@ -4,8 +4,8 @@
 
 Writes the 2 GB test file once under benchmarks/.data/. Each measurement runs in a fresh
 process so peak RSS is its own; library imports are timed apart from loading. "peak RSS" counts
-the mapped file's pages (page cache the kernel can drop); "peak anon" is memory really held. The reference is diffusers' StableDiffusionPipeline.from_single_file
-on the same file, with the same local configs (no network).
+the mapped file's pages (page cache the kernel can drop); "peak anon" is memory really held. The reference is
+diffusers' StableDiffusionPipeline.from_single_file on the same file, with the same local configs (no network).
 """
 from __future__ import annotations
 
@@ -76,8 +76,8 @@ def child(which: str, device: str) -> None:
         from transformers import CLIPTextModel  # noqa: F401
 
         from modules.models.devices import make_policy
-        from modules.models.model_files import ModelFile
         from modules.models.loading import load_model
+        from modules.models.model_files import ModelFile
     else:
         from diffusers import StableDiffusionPipeline
     import_seconds = time.perf_counter() - started

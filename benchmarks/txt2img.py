@@ -1,7 +1,7 @@
 """Seconds per sampling step, ours vs diffusers' StableDiffusionPipeline, on the same weights.
 
-    venv/bin/python benchmarks/txt2img.py [--size 256] [--steps 4] [--repeat 2] [--device cpu|cuda] [--precision autocast|half]
-        [--reference-config DIR]
+    venv/bin/python benchmarks/txt2img.py [--size 256] [--steps 4] [--repeat 2] [--device cpu|cuda]
+        [--precision autocast|half] [--reference-config DIR]
 
 Full-size SD1.5 architecture with random weights (compute is the same as a real model's), Euler a,
 batch 1, CFG 7. Each side first runs once to warm up; then whole generations are timed, and the

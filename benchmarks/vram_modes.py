@@ -34,8 +34,8 @@ def child(mode: str, size: int) -> None:
     import torch
 
     from modules.models.devices import make_policy, pick_device
-    from modules.models.model_files import ModelFile
     from modules.models.loading import load_model
+    from modules.models.model_files import ModelFile
 
     device = pick_device([], None)
     cuda = device.type == "cuda"

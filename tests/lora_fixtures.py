@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from tests import ldm_layout as L
+from tests import ldm_layout as ldm
 
 Targets = dict[str, tuple[int, ...]]
 
@@ -30,19 +30,19 @@ def flat(name: str) -> str:
     return name.replace(".", "_")
 
 
-def _weights(shapes: L.Shapes, pattern: re.Pattern, prefix: str) -> Targets:
+def _weights(shapes: ldm.Shapes, pattern: re.Pattern, prefix: str) -> Targets:
     return {prefix + flat(k.removesuffix(".weight")): s for k, s in shapes.items()
             if k.endswith(".weight") and len(s) > 1 and pattern.search(k.removesuffix(".weight"))}
 
 
-def ldm_unet_targets(layout: L.UNetLayout, pattern: re.Pattern = ATTENTION) -> Targets:
+def ldm_unet_targets(layout: ldm.UNetLayout, pattern: re.Pattern = ATTENTION) -> Targets:
     """UNet targets under their original LDM names, as kohya names them for SDXL."""
-    return _weights(L.unet_shapes(layout, prefix=""), pattern, "lora_unet_")
+    return _weights(ldm.unet_shapes(layout, prefix=""), pattern, "lora_unet_")
 
 
-def text_targets(text: L.TextLayout, prefix: str) -> Targets:
+def text_targets(text: ldm.TextLayout, prefix: str) -> Targets:
     """Text encoder targets under Hugging Face CLIP names (with 'text_model.'), as kohya names them."""
-    return _weights(L.clip_hf_shapes(text, ""), TEXT, prefix)
+    return _weights(ldm.clip_hf_shapes(text, ""), TEXT, prefix)
 
 
 def diffusers_unet_targets(unet: nn.Module, pattern: re.Pattern = ATTENTION) -> Targets:
@@ -134,10 +134,10 @@ def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 
 def sd1_targets(unet: nn.Module) -> Targets:
     """A standard kohya SD1 LoRA: attention/ff/proj of the UNet (diffusers names) and the text encoder."""
-    return {**diffusers_unet_targets(unet), **text_targets(L.TINY_SD1.text[0], "lora_te_")}
+    return {**diffusers_unet_targets(unet), **text_targets(ldm.TINY_SD1.text[0], "lora_te_")}
 
 
 def sdxl_targets() -> Targets:
     """A standard kohya SDXL LoRA: UNet under LDM names, both text encoders."""
-    return {**ldm_unet_targets(L.TINY_SDXL.unet), **text_targets(L.TINY_SDXL.text[0], "lora_te1_"),
-            **text_targets(L.TINY_SDXL.text[1], "lora_te2_")}
+    return {**ldm_unet_targets(ldm.TINY_SDXL.unet), **text_targets(ldm.TINY_SDXL.text[0], "lora_te1_"),
+            **text_targets(ldm.TINY_SDXL.text[1], "lora_te2_")}

@@ -3,55 +3,33 @@ page's ui-config.json."""
 import base64
 import io
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import component, serving
+
+pytestmark = pytest.mark.server
+
 AUTH = "Basic " + base64.b64encode(b"api:s3cret").decode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(data: Path, tiny_dir: Path, *flags: str):
+@contextmanager
+def api_server_on(data: Path, tiny_dir: Path, *flags: str):
+    """The server over `data` with tiny-sd1 loaded; yields its URL."""
     ckpts = data / "models" / "Stable-diffusion"
     ckpts.mkdir(parents=True, exist_ok=True)
     shutil.copy(tiny_dir / "tiny-sd1.safetensors", ckpts)
-    port = free_port()
-    log_path = data / "server.log"
-    log = open(log_path, "w+")
-    proc = subprocess.Popen([sys.executable, "webui.py", "--data-dir", str(data), "--port", str(port),
-                             "--ckpt", str(ckpts / "tiny-sd1.safetensors"), *flags],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + 120
-    while "Running on local URL" not in log_path.read_text():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start:\n" + log_path.read_text())
-        time.sleep(0.3)
-    return proc, f"http://127.0.0.1:{port}", log
-
-
-def stop_server(proc, log):
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    log.close()
+    with serving(data, "--ckpt", str(ckpts / "tiny-sd1.safetensors"), *flags) as server:
+        yield server.url
 
 
 def call(url: str, body=None, method: str | None = None, headers: dict | None = None, auth: bool = True):
@@ -94,10 +72,9 @@ def api_server(tmp_path_factory, tiny_dir):
     (data / "ui-config.json").write_text(json.dumps({
         "txt2img/Sampling steps/maximum": 300, "txt2img/Sampling steps/value": 250,
         "txt2img/CFG Scale/value": "strong"}))
-    proc, url, log = start_server(data, tiny_dir, "--api", "--api-auth", "api:s3cret",
-                                  "--cors-allow-origins", "http://localhost:3000")
-    yield url, data
-    stop_server(proc, log)
+    with api_server_on(data, tiny_dir, "--api", "--api-auth", "api:s3cret",
+                       "--cors-allow-origins", "http://localhost:3000") as url:
+        yield url, data
 
 
 def test_txt2img_answers_like_a1111_and_reproduces_its_seed(api_server):
@@ -306,9 +283,9 @@ def test_api_needs_its_password_and_cors_lets_listed_origins_in(api_server):
 def test_ui_config_file_sets_defaults_and_reports_bad_values(api_server):
     url, data = api_server
     config = call(url + "/config", auth=False)[1]
-    steps = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "txt2img_steps")
+    steps = component(config, "txt2img_steps")
     assert steps["props"]["maximum"] == 300 and steps["props"]["value"] == 250
-    cfg = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "txt2img_cfg_scale")
+    cfg = component(config, "txt2img_cfg_scale")
     assert cfg["props"]["value"] == 7  # "strong" is not a number: reported and ignored
     assert "txt2img/CFG Scale/value" in (data / "server.log").read_text()
     written = json.loads((data / "ui-config.json").read_text())
@@ -318,12 +295,9 @@ def test_ui_config_file_sets_defaults_and_reports_bad_values(api_server):
 
 
 def test_nowebui_serves_only_the_api(tmp_path, tiny_dir):
-    proc, url, log = start_server(tmp_path, tiny_dir, "--nowebui")
-    try:
+    with api_server_on(tmp_path, tiny_dir, "--nowebui") as url:
         assert call(url + "/", auth=False)[0] == 404
         status, answer, _ = call(url + "/sdapi/v1/txt2img", {"prompt": "x", "steps": 1, "width": 64, "height": 64},
                                  auth=False)
         assert status == 200 and len(answer["images"]) == 1
         assert call(url + "/docs", auth=False)[0] == 200
-    finally:
-        stop_server(proc, log)

@@ -94,7 +94,8 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(trail[trail.index(nxt):] + [node, nxt]) if nxt in trail else f"{node} -> {nxt}")
+                cycle = trail[trail.index(nxt):] + [node, nxt] if nxt in trail else [node, nxt]
+                cycles.append(" -> ".join(cycle))
             elif nxt not in state:
                 visit(nxt, trail + [node])
         state[node] = 2

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from modules.models.checkpoint_io import CheckpointError, read_state_dict
-from modules.models.model_files import ModelFile
 from modules.models.loading import load_model
-from tests import ldm_layout as L
+from modules.models.model_files import ModelFile
+from tests import ldm_layout as ldm
 
 
 def load(path, policy, **kw):
@@ -32,7 +32,7 @@ class _RunsCode:
 def test_malicious_ckpt_is_refused_and_never_runs(tmp_path, cpu_policy):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.ckpt"
-    sd = L.materialize(L.TINY_SD1.shapes())
+    sd = ldm.materialize(ldm.TINY_SD1.shapes())
     torch.save({"state_dict": sd, "payload": _RunsCode(marker)}, path)
     with pytest.raises(CheckpointError) as err:
         load(path, cpu_policy)
@@ -44,7 +44,7 @@ def test_malicious_ckpt_is_refused_and_never_runs(tmp_path, cpu_policy):
 def test_safe_unpickle_opt_out_loads_a_pickle_with_objects(tmp_path, cpu_policy):
     """--disable-safe-unpickle: the user's explicit choice for a file they trust."""
     path = tmp_path / "trusted.ckpt"
-    sd = L.materialize(L.TINY_SD1.shapes())
+    sd = ldm.materialize(ldm.TINY_SD1.shapes())
     torch.save({"state_dict": sd, "extra": types.SimpleNamespace(note="harmless")}, path)
     with pytest.raises(CheckpointError, match="refused"):
         load(path, cpu_policy)
@@ -67,7 +67,7 @@ def test_lightning_training_checkpoint_loads_without_lightning(tmp_path, cpu_pol
         monkeypatch.setitem(sys.modules, n, m)
     path = tmp_path / "sd-v1-4.ckpt"
     import numpy as np
-    torch.save({"state_dict": L.materialize(L.TINY_SD1.shapes()), "global_step": np.int64(470000),
+    torch.save({"state_dict": ldm.materialize(ldm.TINY_SD1.shapes()), "global_step": np.int64(470000),
                 "callbacks": {"ModelCheckpoint": ModelCheckpoint()}}, path)
     for n in names:
         monkeypatch.delitem(sys.modules, n)
@@ -90,14 +90,14 @@ def test_unreadable_files(tmp_path, cpu_policy, name, content, expected):
 
 
 def test_truncated_download(tmp_path, cpu_policy):
-    full = L.write_checkpoint(tmp_path / "full.safetensors", L.TINY_SD1)
+    full = ldm.write_checkpoint(tmp_path / "full.safetensors", ldm.TINY_SD1)
     data = full.read_bytes()
     cut = tmp_path / "half.safetensors"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="half.safetensors.*(corrupt|truncated)"):
         load(cut, cpu_policy)
     cut_ckpt = tmp_path / "half.ckpt"
-    torch.save({"state_dict": L.materialize(L.TINY_SD1.shapes())}, tmp_path / "whole.ckpt")
+    torch.save({"state_dict": ldm.materialize(ldm.TINY_SD1.shapes())}, tmp_path / "whole.ckpt")
     blob = (tmp_path / "whole.ckpt").read_bytes()
     cut_ckpt.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(CheckpointError, match="half.ckpt.*(corrupt|truncated)"):
@@ -105,7 +105,7 @@ def test_truncated_download(tmp_path, cpu_policy):
 
 
 def test_wrong_kinds_of_model_file_are_named(tmp_path, cpu_policy):
-    vae = {k.removeprefix("first_stage_model."): v for k, v in L.materialize(L.vae_shapes(L.TINY_VAE)).items()}
+    vae = {k.removeprefix("first_stage_model."): v for k, v in ldm.materialize(ldm.vae_shapes(ldm.TINY_VAE)).items()}
     save_file(vae, str(tmp_path / "some-vae.safetensors"))
     with pytest.raises(CheckpointError, match="this is a VAE.*models/VAE"):
         load(tmp_path / "some-vae.safetensors", cpu_policy)
@@ -119,7 +119,7 @@ def test_wrong_kinds_of_model_file_are_named(tmp_path, cpu_policy):
 
 
 def test_weights_of_the_wrong_shape(tmp_path, cpu_policy):
-    sd = L.materialize(L.TINY_SD1.shapes())
+    sd = ldm.materialize(ldm.TINY_SD1.shapes())
     key = "model.diffusion_model.output_blocks.0.0.out_layers.3.weight"
     sd[key] = torch.zeros(sd[key].shape[0], sd[key].shape[1], 1, 1)
     save_file(sd, str(tmp_path / "broken.safetensors"))
@@ -128,7 +128,7 @@ def test_weights_of_the_wrong_shape(tmp_path, cpu_policy):
 
 
 def test_broken_yaml_beside_checkpoint(tmp_path, cpu_policy):
-    path = L.write_checkpoint(tmp_path / "m.safetensors", L.TINY_SD1, yaml_text="model: [unclosed\n")
+    path = ldm.write_checkpoint(tmp_path / "m.safetensors", ldm.TINY_SD1, yaml_text="model: [unclosed\n")
     with pytest.raises(CheckpointError, match=r"m\.yaml"):
         load(path, cpu_policy)
 

@@ -1,31 +1,25 @@
 """The page in a real browser (Debian's Chromium driven by Playwright): type, generate, read back."""
-import os
+import json
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
+import urllib.parse
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 from PIL import Image
+from safetensors.torch import save_file
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import choose, component, generate_small_picture, http_get, serving, set_number, set_size_and_steps
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (run ./run_tests.sh)")
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (run ./run_tests.sh)"),
+              pytest.mark.server]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,24 +37,8 @@ def server(tmp_path_factory, tiny_dir):
     Image.new("RGB", (300, 200), (250, 120, 0)).save(lora_dir / "pencil.png")
     (data / "embeddings").mkdir()
     save_file({"emb_params": torch.ones(2, 64)}, str(data / "embeddings" / "shiny.safetensors"))
-    port = free_port()
-    log_path = data / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "webui.py", "--data-dir", str(data), "--port", str(port),
-                                 "--ckpt", str(ckpts / "tiny-sd1.safetensors")], cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + 120
-    while "Running on local URL" not in log_path.read_text():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start:\n" + log_path.read_text())
-        time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}", data
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with serving(data, "--ckpt", str(ckpts / "tiny-sd1.safetensors")) as running:
+        yield running.url, data
 
 
 @pytest.fixture(scope="module")
@@ -72,23 +50,29 @@ def browser():
         b.close()
 
 
-def set_number(page, elem_id: str, value: int) -> None:
-    field = page.locator(f"#{elem_id} input[type=number]")
-    field.fill(str(value))
-    field.press("Enter")
-
-
-def choose(page, elem_id: str, option) -> None:
-    """Pick an option of a Gradio dropdown."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option).click()
-
-
 def apply_settings(page, expect: str = "changed") -> None:
     page.locator("#settings_submit").click()
     page.wait_for_function(f"document.querySelector('#settings_result').innerText.includes('{expect}')")
 
 
+def paint_stroke(page, editor_id: str, half_length: int = 30) -> None:
+    """A horizontal brush stroke across the middle of an image editor's canvas."""
+    canvas = page.locator(f"#{editor_id} canvas").first
+    canvas.wait_for()
+    page.locator(f"#{editor_id} button[aria-label*='rush'], #{editor_id} button[title*='rush']").first.click()
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - half_length, cy)
+    page.mouse.down()
+    page.mouse.move(cx + half_length, cy, steps=8)
+    page.mouse.up()
+
+
+def saved_pictures(data: Path, folder: str = "txt2img-images", pattern: str = "*.png") -> list[Path]:
+    return sorted((data / "outputs" / folder).rglob(pattern))
+
+
+@pytest.mark.browser
 def test_generate_from_the_page_and_read_the_png_back(server, browser):
     url, data = server
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
@@ -96,15 +80,14 @@ def test_generate_from_the_page_and_read_the_png_back(server, browser):
     page.locator("#txt2img_prompt textarea").fill("a red circle, (blue sky:1.2)")
     page.locator("#txt2img_neg_prompt textarea").fill("green")
     page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.trim() == '6/75'")
-    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 4)):
-        set_number(page, elem_id, value)
+    set_size_and_steps(page, "txt2img", steps=4)
     page.locator("#txt2img_seed input").fill("4242")
     page.locator("#txt2img_prompt textarea").press("Control+Enter")
     page.wait_for_selector("#txt2img_gallery img", timeout=120_000)
     info = page.locator("#html_info_txt2img").inner_text()
     assert "Steps: 4" in info and "Seed: 4242" in info and "Size: 64x64" in info
 
-    saved = sorted((data / "outputs" / "txt2img-images").rglob("*.png"))
+    saved = saved_pictures(data)
     assert [p.name for p in saved] == ["00000-4242.png"]
     assert np.asarray(Image.open(saved[0])).std() > 0
 
@@ -123,6 +106,7 @@ def test_generate_from_the_page_and_read_the_png_back(server, browser):
     page.close()
 
 
+@pytest.mark.browser
 def test_switching_checkpoint_from_the_top_bar(server, browser):
     url, _ = server
     page = browser.new_page()
@@ -140,6 +124,7 @@ def test_switching_checkpoint_from_the_top_bar(server, browser):
     page.close()
 
 
+@pytest.mark.browser
 def test_settings_are_applied_and_saved(server, browser):
     url, data = server
     page = browser.new_page()
@@ -148,12 +133,12 @@ def test_settings_are_applied_and_saved(server, browser):
     page.locator("#setting_eta_noise_seed_delta input").fill("31337")
     page.locator("#setting_live_previews_enable input").uncheck()
     apply_settings(page, "2 settings changed")
-    import json
     saved = json.loads((data / "config.json").read_text())
     assert saved["eta_noise_seed_delta"] == 31337 and saved["live_previews_enable"] is False
     page.close()
 
 
+@pytest.mark.browser
 def test_styles_save_and_apply(server, browser):
     url, data = server
     page = browser.new_page()
@@ -175,6 +160,7 @@ def test_styles_save_and_apply(server, browser):
     page.close()
 
 
+@pytest.mark.browser
 def test_extras_upscales_a_picture(server, browser, tmp_path):
     url, data = server
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "s.png")
@@ -184,12 +170,14 @@ def test_extras_upscales_a_picture(server, browser, tmp_path):
     page.locator("#extras_image input[type=file]").set_input_files(str(tmp_path / "s.png"))
     page.wait_for_selector("#extras_image img")
     page.locator("#extras_generate").click()
-    page.wait_for_function("document.querySelector('#html_info_extras').innerText.includes('Postprocess upscale by: 2')")
-    saved = sorted((data / "outputs" / "extras-images").rglob("*.png"))
+    page.wait_for_function(
+        "document.querySelector('#html_info_extras').innerText.includes('Postprocess upscale by: 2')")
+    saved = saved_pictures(data, "extras-images")
     assert Image.open(saved[-1]).size == (120, 80)
     page.close()
 
 
+@pytest.mark.browser
 def test_chinese_localization(server, browser):
     url, data = server
     page = browser.new_page()
@@ -210,40 +198,25 @@ def test_chinese_localization(server, browser):
     page.close()
 
 
+@pytest.mark.browser
 def test_send_to_img2img_and_paint_an_inpaint_mask(server, browser):
     url, data = server
     page = browser.new_page(viewport={"width": 1300, "height": 1100})
     page.goto(url)
     page.locator("#txt2img_prompt textarea").fill("a blue square")
-    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 3)):
-        set_number(page, elem_id, value)
     page.locator("#txt2img_seed input").fill("77")
-    page.locator("#txt2img_generate").click()
-    page.wait_for_function("document.querySelector('#html_info_txt2img').innerText.includes('Seed: 77')",
-                           timeout=120_000)
+    generate_small_picture(page, "txt2img", steps=3, expect="Seed: 77")
     page.locator("#txt2img_send_to_img2img").click()
     page.wait_for_selector("#img2img_image img")
     assert page.locator("#img2img_prompt textarea").input_value() == "a blue square"
     assert page.locator("#img2img_seed input").input_value() == "77"
 
     page.locator("#txt2img_send_to_inpaint").evaluate("b => b.click()")  # the button sits on the hidden tab
-    canvas = page.locator("#img2maskimg canvas").first
-    canvas.wait_for()
-    page.locator("#img2maskimg button[aria-label*='rush'], #img2maskimg button[title*='rush']").first.click()
-    box = canvas.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - 20, cy)
-    page.mouse.down()
-    page.mouse.move(cx + 20, cy, steps=8)
-    page.mouse.up()
-    for elem_id, value in (("img2img_width", 64), ("img2img_height", 64), ("img2img_steps", 3)):
-        set_number(page, elem_id, value)
+    paint_stroke(page, "img2maskimg", half_length=20)
     page.locator("#img2img_mask_blur input[type=number]").fill("0")
-    page.locator("#img2img_generate").click()
-    page.wait_for_function("document.querySelector('#html_info_img2img').innerText.includes('Mask blur: 0')",
-                           timeout=120_000)
-    saved = sorted((data / "outputs" / "img2img-images").rglob("*.png"))
-    source = sorted((data / "outputs" / "txt2img-images").rglob("*-77.png"))[-1]
+    generate_small_picture(page, "img2img", steps=3, expect="Mask blur: 0")
+    saved = saved_pictures(data, "img2img-images")
+    source = saved_pictures(data, "txt2img-images", "*-77.png")[-1]
     a = np.asarray(Image.open(saved[-1]).convert("RGB"), dtype=int)
     b = np.asarray(Image.open(source).convert("RGB"), dtype=int)
     changed = np.abs(a - b).sum(axis=2) > 0
@@ -252,6 +225,7 @@ def test_send_to_img2img_and_paint_an_inpaint_mask(server, browser):
     page.close()
 
 
+@pytest.mark.browser
 def test_ctrl_up_and_down_change_emphasis(server, browser):
     url, _ = server
     page = browser.new_page()
@@ -269,15 +243,12 @@ def test_ctrl_up_and_down_change_emphasis(server, browser):
     box.evaluate("(b) => b.setSelectionRange(14, 29)")  # "blue background" selected
     box.press("Control+ArrowDown")
     assert box.input_value() == "a red circle, (blue background:0.9)"
-    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 1)):
-        set_number(page, elem_id, value)
-    page.locator("#txt2img_generate").click()  # the edited text is what the job gets
-    page.wait_for_function("document.querySelector('#html_info_txt2img').innerText.includes('Steps: 1')",
-                           timeout=120_000)
-    assert "a red circle, (blue background:0.9)" in page.locator("#html_info_txt2img").inner_text()
+    info = generate_small_picture(page, "txt2img", steps=1, expect="Steps: 1")
+    assert "a red circle, (blue background:0.9)" in info  # the edited text is what the job gets
     page.close()
 
 
+@pytest.mark.browser
 def test_extra_networks_cards_insert_tags_search_and_switch_checkpoints(server, browser):
     url, _ = server
     page = browser.new_page(viewport={"width": 1300, "height": 1100})
@@ -318,47 +289,22 @@ def test_extra_networks_cards_insert_tags_search_and_switch_checkpoints(server, 
     page.close()
 
 
-def http_get(url: str) -> tuple[int, bytes]:
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(url, timeout=30) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def test_preview_pictures_are_served_by_id_and_only_by_id(server):
-    import json
-    from urllib.parse import quote
-
     url, data = server
     picture = data / "models" / "Lora" / "ink" / "pencil.png"
     status, config = http_get(f"{url}/config")
     assert status == 200
-    cards = next(c["props"]["value"] for c in json.loads(config)["components"]
-                 if c.get("props", {}).get("elem_id") == "txt2img_lora_cards")
+    cards = component(json.loads(config), "txt2img_lora_cards")["props"]["value"]
     src = re.search(r"<img src='([^']+)'", cards)[1]
     assert "data:image" not in config.decode()  # the page holds the pictures' URLs, not their bytes
     status, body = http_get(f"{url}/{src}")
     assert status == 200 and body == picture.read_bytes()
-    for wrong in ("0" * 24, "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd", "%2Fetc%2Fpasswd", quote(str(picture), safe=""),
-                  "pencil.png", "pencil"):
+    for wrong in ("0" * 24, "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd", "%2Fetc%2Fpasswd",
+                  urllib.parse.quote(str(picture), safe=""), "pencil.png", "pencil"):
         assert http_get(f"{url}/extra-networks/preview/{wrong}")[0] == 404, wrong
 
 
-def _paint_stroke(page, editor_id: str) -> None:
-    canvas = page.locator(f"#{editor_id} canvas").first
-    canvas.wait_for()
-    page.locator(f"#{editor_id} button[aria-label*='rush'], #{editor_id} button[title*='rush']").first.click()
-    box = canvas.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - 30, cy)
-    page.mouse.down()
-    page.mouse.move(cx + 30, cy, steps=8)
-    page.mouse.up()
-
-
+@pytest.mark.browser
 @pytest.mark.parametrize("tab, editor_id, kind", [("img2img_img2img_sketch_tab", "img2img_sketch", "sketch"),
                                                   ("img2img_inpaint_sketch_tab", "inpaint_sketch", "inpaint")])
 def test_sketch_tabs_use_the_painted_picture(server, browser, tmp_path, tab, editor_id, kind):
@@ -369,19 +315,14 @@ def test_sketch_tabs_use_the_painted_picture(server, browser, tmp_path, tab, edi
     page.locator("#tab_img2img-button").click()
     page.locator(f"#{tab}-button").click()
     page.locator(f"#{editor_id} input[type=file]").set_input_files(str(tmp_path / "white.png"))
-    _paint_stroke(page, editor_id)
-    for elem_id, value in (("img2img_width", 64), ("img2img_height", 64), ("img2img_steps", 2)):
-        set_number(page, elem_id, value)
+    paint_stroke(page, editor_id)
     # sketch: strength 0 gives back exactly the painted input; inpaint sketch: the stroke is also the mask
     set_number(page, "img2img_denoising_strength", 0 if kind == "sketch" else 0.5)
     set_number(page, "img2img_mask_blur", 0)
     page.locator("#img2img_seed input").fill("9191")
-    page.locator("#img2img_generate").click()
-    page.wait_for_function("document.querySelector('#html_info_img2img').innerText.includes('Seed: 9191')",
-                           timeout=120_000)
-    info = page.locator("#html_info_img2img").inner_text()
+    info = generate_small_picture(page, "img2img", steps=2, expect="Seed: 9191")
     assert ("Mask blur" in info) == (kind == "inpaint")
-    out = np.asarray(Image.open(sorted((data / "outputs" / "img2img-images").rglob("*-9191.png"))[-1]).convert("L"))
+    out = np.asarray(Image.open(saved_pictures(data, "img2img-images", "*-9191.png")[-1]).convert("L"))
     assert (out[:4] == 255).all() and (out[-4:] == 255).all()  # untouched white around the stroke
     if kind == "sketch":
         assert 0.01 < (out < 128).mean() < 0.9  # the black stroke (a wide brush on 64 pixels) across the middle
@@ -390,30 +331,26 @@ def test_sketch_tabs_use_the_painted_picture(server, browser, tmp_path, tab, edi
     page.close()
 
 
-def _saved(data, kind="txt2img-images") -> list:
-    return sorted((data / "outputs" / kind).rglob("*.png"))
-
-
+@pytest.mark.browser
 def test_generate_forever_until_cancelled_then_save_and_zip(server, browser):
     url, data = server
     page = browser.new_page(viewport={"width": 1300, "height": 1100})
     page.goto(url)
     page.locator("#txt2img_prompt textarea").fill("forever")
-    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 1)):
-        set_number(page, elem_id, value)
-    before = len(_saved(data))
+    set_size_and_steps(page, "txt2img", steps=1)
+    before = len(saved_pictures(data))
     page.locator("#txt2img_generate").click(button="right")
     page.locator("#generate_forever_menu button", has_text="Generate forever").click()
     deadline = time.time() + 120
-    while len(_saved(data)) < before + 3:  # it keeps going by itself
+    while len(saved_pictures(data)) < before + 3:  # it keeps going by itself
         assert time.time() < deadline, "generate forever did not repeat"
         time.sleep(0.3)
     page.locator("#txt2img_generate").click(button="right")
     page.locator("#generate_forever_menu button", has_text="Cancel generate forever").click()
     time.sleep(2)
-    stopped_at = len(_saved(data))
+    stopped_at = len(saved_pictures(data))
     time.sleep(3)
-    assert len(_saved(data)) <= stopped_at + 1  # at most the job that was running finishes
+    assert len(saved_pictures(data)) <= stopped_at + 1  # at most the job that was running finishes
 
     page.locator("#save_txt2img").click()
     page.wait_for_function("document.querySelector('#txt2img_files_notice').innerText.includes('Saved')")
@@ -422,21 +359,20 @@ def test_generate_forever_until_cancelled_then_save_and_zip(server, browser):
     assert page.locator("#download_files_txt2img").is_visible()
     page.locator("#save_zip_txt2img").click()
     page.wait_for_function("document.querySelector('#txt2img_files_notice').innerText.includes('.zip')")
-    import zipfile
     with zipfile.ZipFile(sorted((data / "outputs" / "saved").glob("*.zip"))[-1]) as zf:
         names = zf.namelist()
         assert names and "forever" in Image.open(zf.open(names[0])).info["parameters"]
     page.close()
 
 
+@pytest.mark.browser
 def test_interrupt_stops_a_long_run_and_keeps_what_is_done(server, browser):
     url, data = server
     page = browser.new_page(viewport={"width": 1300, "height": 1100})
     page.goto(url)
     page.locator("#txt2img_prompt textarea").fill("a long run")
-    for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 30),
-                           ("txt2img_batch_count", 40)):
-        set_number(page, elem_id, value)
+    set_size_and_steps(page, "txt2img", steps=30)
+    set_number(page, "txt2img_batch_count", 40)
     page.locator("#txt2img_seed input").fill("5000")
     page.locator("#txt2img_generate").click()
     page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('batch 2/40')",
@@ -444,7 +380,7 @@ def test_interrupt_stops_a_long_run_and_keeps_what_is_done(server, browser):
     page.locator("#txt2img_interrupt").click()
     page.wait_for_function("document.querySelector('#html_info_txt2img').innerText.includes('Interrupted')",
                            timeout=120_000)
-    run = [p for p in _saved(data) if 5000 <= int(p.stem.split("-")[1]) < 5040]
+    run = [p for p in saved_pictures(data) if 5000 <= int(p.stem.split("-")[1]) < 5040]
     assert 1 <= len(run) < 40  # stopped early; the pictures finished before are kept
     assert page.locator("#txt2img_gallery img").count() >= 1
     page.close()

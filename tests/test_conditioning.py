@@ -2,10 +2,17 @@
 import pytest
 import torch
 
-from modules.models.model_files import ModelFile
+from modules.conditioning.text import (
+    ConditioningCache,
+    EncodeSettings,
+    PromptEncoder,
+    cond_at_step,
+    learned_conditioning,
+    multicond_learned_conditioning,
+    prompt_token_count,
+)
 from modules.models.loading import load_model
-from modules.conditioning.text import (ConditioningCache, EncodeSettings, PromptEncoder, cond_at_step,
-                                       learned_conditioning, multicond_learned_conditioning, prompt_token_count)
+from modules.models.model_files import ModelFile
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +102,7 @@ def test_openclip_pads_with_its_own_token(sd2):
     assert enc.pad_ids == [0]
     seen = []
     layer = sd2.text_encoders[0].get_input_embeddings()
-    handle = layer.register_forward_hook(lambda m, i, o: seen.append(i[0].clone()))
+    handle = layer.register_forward_hook(lambda _module, inputs, _output: seen.append(inputs[0].clone()))
     enc.encode(["a cat"])
     handle.remove()
     ids = seen[0][0].tolist()

@@ -41,16 +41,11 @@ PALETTE = np.array([T.COLORS[n] for n in PALETTE_NAMES], dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
-def ctx(cpu_policy, tmp_path_factory):
-    from modules.cmd_args import parse_args
-    from modules.generation.services import build_services
+def ctx(make_services):
     from modules.options import Options
-    from modules.paths import Paths
 
-    data = tmp_path_factory.mktemp("data")
-    paths = Paths.from_args(parse_args(["--data-dir", str(data), "--ckpt-dir", str(DEMO.parent),
-                                        "--lora-dir", str(LORA_DIR), "--embeddings-dir", str(EMBEDDINGS_DIR)]))
-    services = build_services(paths, cpu_policy, Options(randn_source="CPU"), console_progress=False)
+    services = make_services(Options(randn_source="CPU"), "--ckpt-dir", str(DEMO.parent), "--lora-dir", str(LORA_DIR),
+                             "--embeddings-dir", str(EMBEDDINGS_DIR))
     services.models.load(DEMO.stem)
     return services.context
 

@@ -11,19 +11,19 @@ from modules.models import detection as model_detection
 from modules.models.devices import ComponentPrecision
 from modules.models.families import Family
 from modules.models.loading import build_text_encoder, build_unet, build_vae
-from tests import ldm_layout as L
+from tests import ldm_layout as ldm
 
 REF = Path(__file__).parent / "data" / "hf-configs"
 V_YAML = OmegaConf.create({"model": {"params": {"parameterization": "v"}}})
 
 CASES = [
-    ("stable-diffusion-v1-5", L.SD15, None, Family.SD1, "eps"),
-    ("stable-diffusion-inpainting", L.inpainting(L.SD15), None, Family.SD1, "eps"),
-    ("stable-diffusion-2-1", L.SD21, V_YAML, Family.SD2, "v"),
-    ("stable-diffusion-2-inpainting", L.inpainting(L.SD21), None, Family.SD2, "eps"),
-    ("stable-diffusion-xl-base-1.0", L.SDXL, None, Family.SDXL, "eps"),
-    ("stable-diffusion-xl-refiner-1.0", L.SDXL_REFINER, None, Family.SDXL_REFINER, "eps"),
-    ("stable-diffusion-xl-1.0-inpainting-0.1", L.inpainting(L.SDXL), None, Family.SDXL, "eps"),
+    ("stable-diffusion-v1-5", ldm.SD15, None, Family.SD1, "eps"),
+    ("stable-diffusion-inpainting", ldm.inpainting(ldm.SD15), None, Family.SD1, "eps"),
+    ("stable-diffusion-2-1", ldm.SD21, V_YAML, Family.SD2, "v"),
+    ("stable-diffusion-2-inpainting", ldm.inpainting(ldm.SD21), None, Family.SD2, "eps"),
+    ("stable-diffusion-xl-base-1.0", ldm.SDXL, None, Family.SDXL, "eps"),
+    ("stable-diffusion-xl-refiner-1.0", ldm.SDXL_REFINER, None, Family.SDXL_REFINER, "eps"),
+    ("stable-diffusion-xl-1.0-inpainting-0.1", ldm.inpainting(ldm.SDXL), None, Family.SDXL, "eps"),
 ]
 
 
@@ -62,7 +62,7 @@ def test_full_size_detection_matches_published_configs(model, layout, yaml, fami
 
     parts = [p for p in ("text_encoder", "text_encoder_2") if (REF / model / p).is_dir()]
     assert len(spec.text_encoders) == len(parts)
-    for te, part in zip(spec.text_encoders, parts):
+    for te, part in zip(spec.text_encoders, parts, strict=True):
         want_t = ref(model, part)
         for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
                     "vocab_size", "max_position_embeddings"):
@@ -72,10 +72,11 @@ def test_full_size_detection_matches_published_configs(model, layout, yaml, fami
             assert te.config["projection_dim"] == want_t["projection_dim"]
 
 
-@pytest.mark.parametrize("layout", [L.SD15, L.SD21, L.SDXL, L.SDXL_REFINER], ids=["sd15", "sd21", "sdxl", "refiner"])
+@pytest.mark.parametrize("layout", [ldm.SD15, ldm.SD21, ldm.SDXL, ldm.SDXL_REFINER],
+                         ids=["sd15", "sd21", "sdxl", "refiner"])
 def test_every_full_size_weight_finds_its_module(layout):
     """Build the real diffusers/transformers modules on the meta device and assign all weights."""
-    sd = L.materialize(layout.shapes(), device="meta", dtype=torch.float16)
+    sd = ldm.materialize(layout.shapes(), device="meta", dtype=torch.float16)
     spec = model_detection.detect("full.safetensors", {k: tuple(v.shape) for k, v in sd.items()})
     half = ComponentPrecision(torch.float16, torch.float16)
     unet = build_unet(Path("full.safetensors"), sd, spec, half)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from modules.models import devices
 from modules.cmd_args import parse_args
+from modules.models import devices
 from modules.models.devices import FP8, MemoryMode, make_policy, policy_from_args
 from modules.models.memory import Placement
 
@@ -33,9 +33,9 @@ def test_upcast_sampling_stores_half_and_computes_full():
 
 
 def test_bf16_where_supported_else_fp16(monkeypatch):
-    monkeypatch.setattr(devices, "bf16_supported", lambda d: True)
+    monkeypatch.setattr(devices, "bf16_supported", lambda _device: True)
     assert make_policy(CUDA, precision="bf16").unet.compute == bf16
-    monkeypatch.setattr(devices, "bf16_supported", lambda d: False)
+    monkeypatch.setattr(devices, "bf16_supported", lambda _device: False)
     p = make_policy(CUDA, precision="bf16")
     assert p.unet.compute == f16 and any("bf16" in n for n in p.notes)
 

@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from modules.conditioning import embeddings as ti
-from modules.models.detection import detect
 from modules.conditioning.embeddings import DEFAULT, EmbeddingDatabase, expected_vectors, family_label, load_embedding
-from tests import ldm_layout as L
+from modules.models.detection import detect
+from tests import ldm_layout as ldm
 
 
 def vec(n: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -83,8 +83,8 @@ def test_family_label_of_unusual_width(tmp_path):
 
 @pytest.fixture(scope="module")
 def specs():
-    layouts = {"sd1": L.SD15, "sd2": L.SD21, "sdxl": L.SDXL, "refiner": L.SDXL_REFINER,
-               "tiny-sd1": L.TINY_SD1, "tiny-sd2": L.TINY_SD2, "tiny-sdxl": L.TINY_SDXL}
+    layouts = {"sd1": ldm.SD15, "sd2": ldm.SD21, "sdxl": ldm.SDXL, "refiner": ldm.SDXL_REFINER,
+               "tiny-sd1": ldm.TINY_SD1, "tiny-sd2": ldm.TINY_SD2, "tiny-sdxl": ldm.TINY_SDXL}
     return {k: detect(f"{k}.safetensors", layout.shapes()) for k, layout in layouts.items()}
 
 
@@ -144,7 +144,11 @@ def test_reload_picks_up_new_changed_and_deleted_files(tmp_path, monkeypatch):
 
     reads = []
     real_load = ti.load_embedding
-    monkeypatch.setattr(ti, "load_embedding", lambda path, unsafe=False: reads.append(path.name) or real_load(path))
+
+    def counting_load(path, allow_unsafe_pickle=False):
+        reads.append(path.name)
+        return real_load(path, allow_unsafe_pickle)
+    monkeypatch.setattr(ti, "load_embedding", counting_load)
     assert db.reload() is False and reads == []  # nothing changed: nothing read
 
     save_sdxl(tmp_path / "deep" / "er" / "b.safetensors")

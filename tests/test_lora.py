@@ -8,17 +8,24 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
+from torch.nn import functional
 
+from modules.conditioning.lora import (
+    LoraApplier,
+    LoraRequest,
+    guess_family,
+    ldm_unet_module_map,
+    list_loras,
+    module_lookup,
+)
 from modules.conditioning.lora import applier as lora_module
 from modules.models.devices import make_policy
-from modules.conditioning.lora import LoraApplier, LoraRequest, guess_family, ldm_unet_module_map, list_loras, module_lookup
 from modules.models.families import Family
-from modules.models.model_files import ModelFile
 from modules.models.loading import load_model
-from tests import ldm_layout as L
-from tests import lora_fixtures as LF
+from modules.models.model_files import ModelFile
+from tests import ldm_layout as ldm
+from tests import lora_fixtures as lf
 from tests.test_model_loading import encode, unet_step
 
 TO_Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
@@ -30,7 +37,7 @@ TE_Q = "encoder.layers.1.self_attn.q_proj"  # transformers 5 CLIPTextModel: no t
 
 
 def kohya(prefix: str, name: str) -> str:
-    return prefix + LF.flat(name)
+    return prefix + lf.flat(name)
 
 
 @pytest.fixture(scope="session")
@@ -39,27 +46,27 @@ def lora_root(tiny_dir, cpu_policy, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("loras")
     lora_dir, lyco_dir = root / "Lora", root / "LyCORIS"
     unet = load(tiny_dir / "tiny-sd1.safetensors", cpu_policy).unet
-    sd1 = LF.sd1_targets(unet)
-    conv = LF.diffusers_unet_targets(unet, LF.CONV_DIFFUSERS)
-    attention = LF.diffusers_unet_targets(unet)
-    LF.write(lora_dir / "sd1_style.safetensors", LF.lora(sd1, seed=1),
+    sd1 = lf.sd1_targets(unet)
+    conv = lf.diffusers_unet_targets(unet, lf.CONV_DIFFUSERS)
+    attention = lf.diffusers_unet_targets(unet)
+    lf.write(lora_dir / "sd1_style.safetensors", lf.lora(sd1, seed=1),
              {"ss_base_model_version": "sd_v1", "ss_output_name": "style_alias"})
     (lora_dir / "sd1_style.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    LF.write(lora_dir / "sub" / "sd1_detail.safetensors", LF.lora(sd1, rank=2, alpha=0.5, seed=2))
-    LF.write(lora_dir / "sd1_pickled.pt", LF.lora(sd1, seed=3))
-    LF.write(lora_dir / "sd1_locon.safetensors", LF.lora({**sd1, **conv}, seed=4),
+    lf.write(lora_dir / "sub" / "sd1_detail.safetensors", lf.lora(sd1, rank=2, alpha=0.5, seed=2))
+    lf.write(lora_dir / "sd1_pickled.pt", lf.lora(sd1, seed=3))
+    lf.write(lora_dir / "sd1_locon.safetensors", lf.lora({**sd1, **conv}, seed=4),
              {"ss_base_model_version": "sd_v1"})
-    LF.write(lora_dir / "sd1_locon_cp.safetensors", LF.lora(conv, seed=5, mid=True))
-    LF.write(lyco_dir / "sd1_loha.safetensors", LF.loha({**attention, **conv}, seed=6, tucker=True))
-    LF.write(lyco_dir / "sd1_lokr.safetensors", LF.lokr({**attention, **conv}, seed=7, tucker=True))
-    LF.write(lyco_dir / "sd1_full.safetensors",
-             LF.full_diff({kohya("lora_unet_", FF_OUT): tuple(unet.get_submodule(FF_OUT).weight.shape)},
+    lf.write(lora_dir / "sd1_locon_cp.safetensors", lf.lora(conv, seed=5, mid=True))
+    lf.write(lyco_dir / "sd1_loha.safetensors", lf.loha({**attention, **conv}, seed=6, tucker=True))
+    lf.write(lyco_dir / "sd1_lokr.safetensors", lf.lokr({**attention, **conv}, seed=7, tucker=True))
+    lf.write(lyco_dir / "sd1_full.safetensors",
+             lf.full_diff({kohya("lora_unet_", FF_OUT): tuple(unet.get_submodule(FF_OUT).weight.shape)},
                           {kohya("lora_unet_", FF_OUT): unet.get_submodule(FF_OUT).bias.shape[0]}, seed=8))
-    LF.write(lora_dir / "xl_style.safetensors", LF.lora(LF.sdxl_targets(), seed=9))
-    dora = LF.lora({kohya("lora_unet_", TO_Q): (32, 32)}, seed=10)
+    lf.write(lora_dir / "xl_style.safetensors", lf.lora(lf.sdxl_targets(), seed=9))
+    dora = lf.lora({kohya("lora_unet_", TO_Q): (32, 32)}, seed=10)
     dora[kohya("lora_unet_", TO_Q) + ".dora_scale"] = torch.ones(32, 1)
-    LF.write(lora_dir / "sd1_dora.safetensors", {**LF.lora(sd1, seed=11), **dora})
-    LF.write(lora_dir / "not_a_lora.safetensors", {"unet.down_blocks.0.lora_A.weight": torch.zeros(2, 2)})
+    lf.write(lora_dir / "sd1_dora.safetensors", {**lf.lora(sd1, seed=11), **dora})
+    lf.write(lora_dir / "not_a_lora.safetensors", {"unet.down_blocks.0.lora_A.weight": torch.zeros(2, 2)})
     (lora_dir / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     (lora_dir / "notes.txt").write_text("not a network")
     return root
@@ -280,7 +287,7 @@ def test_missing_broken_and_foreign_files_warn_and_the_rest_applies(applier, sd1
 def test_new_file_is_found_without_a_manual_refresh(applier, sd1, lora_root):
     assert "not found" in applier.apply(sd1, [LoraRequest("late", 1, 1)])[0]
     late = lora_root / "Lora" / "late.safetensors"
-    LF.write(late, LF.lora(LF.sd1_targets(sd1.unet), seed=12))
+    lf.write(late, lf.lora(lf.sd1_targets(sd1.unet), seed=12))
     try:
         assert applier.apply(sd1, [LoraRequest("late", 1, 1)]) == []
     finally:
@@ -295,7 +302,7 @@ def test_pickled_lora_applies(applier, sd1):
 
 def test_lora_for_another_family_warns(applier, sd1, tiny_dir, cpu_policy):
     weights0 = snapshot(sd1)
-    n_xl = len(LF.sdxl_targets())
+    n_xl = len(lf.sdxl_targets())
     [warning] = applier.apply(sd1, [LoraRequest("xl_style", 1, 1)])
     assert warning == f"LoRA 'xl_style' is for SDXL, this model is SD1.x: skipped {n_xl} of {n_xl} modules"
     assert changed(sd1, weights0) == set()
@@ -317,7 +324,7 @@ def test_sdxl_lora_with_ldm_names_applies_to_unet_and_both_text_encoders(applier
     touched = changed(sdxl, weights0)
     assert {k.split(".")[0] for k in touched} == {"unet", "te0", "te1"}
     # every module of the file changed: weights only, and none twice
-    assert len(touched) == len(LF.sdxl_targets())
+    assert len(touched) == len(lf.sdxl_targets())
     ctx1, eps1 = run(sdxl)
     assert relative_change(ctx1, ctx0) > 0.01 and relative_change(eps1, eps0) > 0.01
     applier.apply(sdxl, [])
@@ -337,10 +344,11 @@ def test_locon_conv_change_equals_running_its_factors(applier, sd1, lora_root):
         for file, mult in (("sd1_locon", 0.6), ("sd1_locon_cp", -1.2)):
             f = factors(lora_root, f"{file}.safetensors")
             assert applier.apply(sd1, [LoraRequest(file, mult, mult)]) == []
-            h = F.conv2d(x, f[f"{name}.lora_down.weight"], padding=1 if f"{name}.lora_mid.weight" not in f else 0)
-            if f"{name}.lora_mid.weight" in f:
-                h = F.conv2d(h, f[f"{name}.lora_mid.weight"], padding=1)
-            expected = mult * f[f"{name}.alpha"] / f[f"{name}.lora_down.weight"].shape[0] * F.conv2d(
+            has_mid = f"{name}.lora_mid.weight" in f
+            h = functional.conv2d(x, f[f"{name}.lora_down.weight"], padding=0 if has_mid else 1)
+            if has_mid:
+                h = functional.conv2d(h, f[f"{name}.lora_mid.weight"], padding=1)
+            expected = mult * f[f"{name}.alpha"] / f[f"{name}.lora_down.weight"].shape[0] * functional.conv2d(
                 h, f[f"{name}.lora_up.weight"])
             torch.testing.assert_close(conv(x) - base, expected, atol=1e-4, rtol=1e-3)
 
@@ -411,7 +419,7 @@ def test_fp8_unet_merges_approximately_and_restores_exactly(applier, tiny_dir, c
     assert to_q.weight.dtype == torch.float8_e4m3fn
     got = to_q.weight.float() - weights0[f"unet.{TO_Q}.weight"].float()
     want = lora_delta(factors(lora_root, "sd1_style.safetensors"), kohya("lora_unet_", TO_Q))
-    assert F.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.9  # e4m3 keeps 3 mantissa bits
+    assert functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.9  # e4m3 keeps 3 mantissa bits
     _, eps1 = run(model)
     assert relative_change(eps1, eps0) > 0.01
     applier.apply(model, [])
@@ -454,19 +462,20 @@ def test_short_hash_is_a1111_addnet_hash(applier, lora_root):
 
 
 def test_ldm_names_map_exactly_onto_the_tiny_models(tiny_dir, cpu_policy):
-    for path, layout in (("tiny-sd1.safetensors", L.TINY_SD1), ("tiny-sdxl.safetensors", L.TINY_SDXL)):
+    for path, layout in (("tiny-sd1.safetensors", ldm.TINY_SD1), ("tiny-sdxl.safetensors", ldm.TINY_SDXL)):
         unet = load(tiny_dir / path, cpu_policy).unet
         mapping = ldm_unet_module_map(unet)
-        ldm = {k.removesuffix(".weight") for k in L.unet_shapes(layout.unet, prefix="") if k.endswith(".weight")}
-        assert set(mapping) == ldm
+        ldm_names = {k.removesuffix(".weight") for k in ldm.unet_shapes(layout.unet, prefix="")
+                     if k.endswith(".weight")}
+        assert set(mapping) == ldm_names
         assert set(mapping.values()) == {n for n, m in unet.named_modules()
                                                if any(p == "weight" for p, _ in m.named_parameters(recurse=False))}
 
 
 FULL_SIZE = [
-    (L.SD15, 192, {"lora_te_": L.SD15.text[0]}),
-    (L.SD21, 192, {"lora_te_": replace(L.SD21.text[0], layers=23)}),  # SD2 uses 23 of 24 layers
-    (L.SDXL, 722, {"lora_te1_": L.SDXL.text[0], "lora_te2_": L.SDXL.text[1]}),
+    (ldm.SD15, 192, {"lora_te_": ldm.SD15.text[0]}),
+    (ldm.SD21, 192, {"lora_te_": replace(ldm.SD21.text[0], layers=23)}),  # SD2 uses 23 of 24 layers
+    (ldm.SDXL, 722, {"lora_te1_": ldm.SDXL.text[0], "lora_te2_": ldm.SDXL.text[1]}),
 ]
 
 
@@ -486,25 +495,25 @@ def test_full_size_kohya_names_all_address_a_module_of_their_shape(layout, n_att
     lookup = module_lookup(spec.family, unet, encoders)
     roots = {"unet": unet, **{f"text_encoder_{i}": e for i, e in enumerate(encoders)}}
 
-    attention = LF.ldm_unet_targets(layout.unet)
+    attention = lf.ldm_unet_targets(layout.unet)
     assert len(attention) == n_attention  # what a kohya LoRA for this model holds
-    diffusers_names = LF.diffusers_unet_targets(unet)
+    diffusers_names = lf.diffusers_unet_targets(unet)
     assert len(diffusers_names) == n_attention
-    expected = {**attention, **diffusers_names, **LF.ldm_unet_targets(layout.unet, LF.CONV_LDM),
-                **LF.diffusers_unet_targets(unet, LF.CONV_DIFFUSERS)}
+    expected = {**attention, **diffusers_names, **lf.ldm_unet_targets(layout.unet, lf.CONV_LDM),
+                **lf.diffusers_unet_targets(unet, lf.CONV_DIFFUSERS)}
     for prefix, text in texts.items():
-        expected.update(LF.text_targets(text, prefix))
+        expected.update(lf.text_targets(text, prefix))
     for name, shape in expected.items():
         ref = lookup[name]
         assert tuple(roots[ref.component].get_submodule(ref.name).weight.shape) == shape, name
-    if layout is L.SD15:  # names as they appear in published SD1.5 LoRAs
+    if layout is ldm.SD15:  # names as they appear in published SD1.5 LoRAs
         for name in ("lora_unet_down_blocks_0_attentions_0_proj_in",
                      "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0",
                      "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_0_proj",
                      "lora_unet_down_blocks_0_downsamplers_0_conv", "lora_unet_up_blocks_3_resnets_2_conv_shortcut",
                      "lora_te_text_model_encoder_layers_11_mlp_fc2"):
             assert name in lookup, name
-    if layout is L.SDXL:
+    if layout is ldm.SDXL:
         assert lookup["lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k"] == lookup[
             "lora_unet_down_blocks_1_attentions_0_transformer_blocks_1_attn2_to_k"]
         assert lookup["lora_unet_output_blocks_2_2_conv"].name == "up_blocks.0.upsamplers.0.conv"

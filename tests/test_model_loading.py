@@ -7,10 +7,10 @@ from safetensors.torch import load_file, save_file
 
 from modules.models.checkpoint_io import CheckpointError, read_state_dict
 from modules.models.families import Family
-from modules.models.model_files import ModelFile
-from modules.models.memory import Placement
 from modules.models.loading import load_model, predicts_v
-from tests import ldm_layout as L
+from modules.models.memory import Placement
+from modules.models.model_files import ModelFile
+from tests import ldm_layout as ldm
 
 
 def load(path, policy, **kw):
@@ -20,7 +20,7 @@ def load(path, policy, **kw):
 def encode(model, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Context for the UNet (penultimate layers for SD2/SDXL) and SDXL's pooled embedding."""
     contexts, pooled = [], None
-    for tok, enc in zip(model.tokenizers, model.text_encoders):
+    for tok, enc in zip(model.tokenizers, model.text_encoders, strict=True):
         ids = tok(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         out = enc(ids, output_hidden_states=True)
         if model.family in (Family.SDXL, Family.SDXL_REFINER):
@@ -98,33 +98,33 @@ def test_weights_land_in_the_right_places(tiny_dir, cpu_policy):
 def test_sd2_uses_penultimate_layer(tiny_dir, cpu_policy):
     """SD2 conditions on the penultimate OpenCLIP layer: the last layer is not built at all."""
     model = load(tiny_dir / "sd2" / "tiny-sd2-v.safetensors", cpu_policy)
-    assert model.text_encoders[0].config.num_hidden_layers == L.TINY_SD2.text[0].layers - 1
+    assert model.text_encoders[0].config.num_hidden_layers == ldm.TINY_SD2.text[0].layers - 1
 
 
 def test_same_weights_from_ckpt_and_safetensors(tmp_path, cpu_policy):
-    a = L.write_checkpoint(tmp_path / "a.safetensors", L.TINY_SD1, seed=7)
-    b = L.write_checkpoint(tmp_path / "b.ckpt", L.TINY_SD1, seed=7)
+    a = ldm.write_checkpoint(tmp_path / "a.safetensors", ldm.TINY_SD1, seed=7)
+    b = ldm.write_checkpoint(tmp_path / "b.ckpt", ldm.TINY_SD1, seed=7)
     ma, mb = load(a, cpu_policy), load(b, cpu_policy)
-    for pa, pb in zip(ma.unet.parameters(), mb.unet.parameters()):
+    for pa, pb in zip(ma.unet.parameters(), mb.unet.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
 
 def test_v_prediction_marker_key_and_yaml(tmp_path, cpu_policy):
-    sd = L.materialize(L.TINY_SDXL.shapes(), seed=0)
+    sd = ldm.materialize(ldm.TINY_SDXL.shapes(), seed=0)
     sd["v_pred"] = torch.tensor([])
     save_file(sd, str(tmp_path / "vpred-xl.safetensors"))
     assert load(tmp_path / "vpred-xl.safetensors", cpu_policy).spec.prediction == "v"
     base_yaml = "model:\n  target: ldm.models.diffusion.ddpm.LatentDiffusion\n  params:\n    linear_start: 0.00085\n"
-    plain = L.write_checkpoint(tmp_path / "sd2-base.safetensors", L.TINY_SD2, yaml_text=base_yaml)
+    plain = ldm.write_checkpoint(tmp_path / "sd2-base.safetensors", ldm.TINY_SD2, yaml_text=base_yaml)
     assert load(plain, cpu_policy).spec.prediction == "eps"  # a yaml without parameterization means eps
 
 
 def test_zero_terminal_snr_marker_rescales_the_schedule(tmp_path, cpu_policy):
-    sd = L.materialize(L.TINY_SD1.shapes(), seed=0)
+    sd = ldm.materialize(ldm.TINY_SD1.shapes(), seed=0)
     sd["ztsnr"] = torch.tensor([])
     save_file(sd, str(tmp_path / "ztsnr.safetensors"))
     model = load(tmp_path / "ztsnr.safetensors", cpu_policy)
-    plain = load(L.write_checkpoint(tmp_path / "plain.safetensors", L.TINY_SD1), cpu_policy)
+    plain = load(ldm.write_checkpoint(tmp_path / "plain.safetensors", ldm.TINY_SD1), cpu_policy)
     assert model.spec.zero_terminal_snr and not plain.spec.zero_terminal_snr
     sigma_max = ((1 - model.alphas_cumprod[-1]) / model.alphas_cumprod[-1]).sqrt()
     assert 4000 < sigma_max < 5000 and torch.allclose(model.alphas_cumprod[0], plain.alphas_cumprod[0])
@@ -140,7 +140,7 @@ class _StandInUNet(torch.nn.Module):
         self.config = types.SimpleNamespace(in_channels=in_channels, cross_attention_dim=64)
         self.p = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, x, t, encoder_hidden_states):
+    def forward(self, x, *_timestep, **_context):  # called as the real UNet is; only the latent matters
         latent = x[:, :4]
         clean = torch.randn(latent.shape, generator=torch.Generator().manual_seed(5))
         out = 0.99 * latent if self.kind == "eps" else 0.07 * latent - clean
@@ -156,7 +156,7 @@ def test_sd2_v_prediction_probe_without_yaml(cpu_policy, kind, in_channels):
 
 def test_legacy_clip_key_layout_loads(tmp_path, cpu_policy):
     """Early SD1 files name the text encoder without transformers' 'text_model.' level."""
-    sd = L.materialize(L.TINY_SD1.shapes(), seed=0)
+    sd = ldm.materialize(ldm.TINY_SD1.shapes(), seed=0)
     old = {k.replace("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."): v
            for k, v in sd.items()}
     old["cond_stage_model.transformer.embeddings.position_ids"] = torch.arange(77)[None]
@@ -189,7 +189,7 @@ def test_reading_is_lazy_for_safetensors(tiny_dir):
 
 
 def test_checkpoint_without_text_encoder_is_explained(tmp_path, cpu_policy):
-    sd = {k: v for k, v in L.materialize(L.TINY_SD1.shapes()).items() if not k.startswith("cond_stage_model.")}
+    sd = {k: v for k, v in ldm.materialize(ldm.TINY_SD1.shapes()).items() if not k.startswith("cond_stage_model.")}
     save_file(sd, str(tmp_path / "unet-vae-only.safetensors"))
     with pytest.raises(CheckpointError, match="unet-vae-only.safetensors.*no text encoder"):
         load(tmp_path / "unet-vae-only.safetensors", cpu_policy)
@@ -198,5 +198,5 @@ def test_checkpoint_without_text_encoder_is_explained(tmp_path, cpu_policy):
 @pytest.mark.parametrize("declared, native", [("256x256", 256), ("64X64", 64), ("768x512", 512), ("huge", 512),
                                                ("7x7", 512)])
 def test_native_size_from_modelspec_metadata(tmp_path, cpu_policy, declared, native):
-    path = L.write_checkpoint(tmp_path / "m.safetensors", L.TINY_SD1, metadata={"modelspec.resolution": declared})
+    path = ldm.write_checkpoint(tmp_path / "m.safetensors", ldm.TINY_SD1, metadata={"modelspec.resolution": declared})
     assert load_model(ModelFile(path, "m"), cpu_policy).spec.native_size == native

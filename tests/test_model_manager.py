@@ -7,14 +7,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from modules.cmd_args import parse_args
 from modules.models import hashes as hashes_module
 from modules.models.checkpoint_io import CheckpointError
-from modules.cmd_args import parse_args
 from modules.models.hashes import HashCache
 from modules.models.manager import ModelManager
 from modules.options import Options
 from modules.paths import Paths
-from tests import ldm_layout as L
+from tests import ldm_layout as ldm
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def data_dir(tmp_path, tiny_dir):
     """A user's data folder: checkpoints in a subfolder, a VAE file, a VAE beside a checkpoint."""
     ckpts = tmp_path / "models" / "Stable-diffusion"
     shutil.copytree(tiny_dir, ckpts)
-    vae_sd = L.materialize(L.vae_shapes(L.TINY_VAE, prefix=""), seed=99)
+    vae_sd = ldm.materialize(ldm.vae_shapes(ldm.TINY_VAE, prefix=""), seed=99)
     (tmp_path / "models" / "VAE").mkdir(parents=True)
     save_file(vae_sd, str(tmp_path / "models" / "VAE" / "other-vae.safetensors"))
     return tmp_path
@@ -116,7 +116,7 @@ def test_automatic_vae_prefers_the_file_beside_the_checkpoint(data_dir, cpu_poli
 
 
 def test_vae_that_does_not_fit_is_refused_and_current_stays(data_dir, cpu_policy):
-    bad = L.materialize(L.vae_shapes(L.VAELayout(ch=64, ch_mult=(1, 2), num_res_blocks=1), prefix=""))
+    bad = ldm.materialize(ldm.vae_shapes(ldm.VAELayout(ch=64, ch_mult=(1, 2), num_res_blocks=1), prefix=""))
     save_file(bad, str(data_dir / "models/VAE/wrong-size.safetensors"))
     m = make_manager(data_dir, cpu_policy)
     model = m.load("tiny-sd1")
@@ -165,3 +165,25 @@ def test_unknown_flag_is_a_clear_error(capsys):
         parse_args(["--no-such-flag"])
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
     assert isinstance(parse_args([]), argparse.Namespace)
+
+
+def test_a_path_outside_the_scan_is_no_checkpoint_and_is_never_opened(data_dir, cpu_policy, tiny_dir, tmp_path_factory,
+                                                                      monkeypatch):
+    """A client (API options, override_settings, the page's dropdown) may name any file on the server: only
+    files the folder scan found may be chosen, and an unknown name gives the same answer whether it exists."""
+    outside = tmp_path_factory.mktemp("elsewhere") / "secret.safetensors"
+    shutil.copy(tiny_dir / "tiny-sd1.safetensors", outside)
+    manager = make_manager(data_dir, cpu_policy)
+    opened = []
+    monkeypatch.setattr(hashes_module, "sha256_of", lambda path, *_args, **_kwargs: opened.append(path) or "0" * 64)
+    answers = []
+    for query in (str(outside), str(outside.with_name("missing.safetensors")), "../../etc/passwd.ckpt", 123):
+        with pytest.raises(CheckpointError) as err:
+            manager.load(query)
+        answers.append(str(err.value).split(":", 1)[1])
+        assert "no such checkpoint" in str(err.value)
+    assert len(set(answers)) == 1  # the same words for an existing and a missing file
+    assert opened == [] and manager.current is None
+    assert str(outside) not in (manager.paths.cache_file.read_text() if manager.paths.cache_file.exists() else "")
+    manager.load(str(data_dir / "models" / "Stable-diffusion" / "tiny-sd1.safetensors"))  # a listed file, by path
+    assert manager.current.file.name == "tiny-sd1.safetensors"

@@ -7,23 +7,23 @@ import pytest
 from PIL import Image
 
 from modules import infotext_utils
-from modules.generation import saving
-from modules.options import Options
-from modules.paths import Paths
-from modules.cmd_args import parse_args
-from modules.generation import (GenerationError, GenerationResult, Img2ImgRequest, Txt2ImgRequest, process_img2img,
-                                process_txt2img)
+from modules.generation import (
+    GenerationError,
+    GenerationResult,
+    Img2ImgRequest,
+    Txt2ImgRequest,
+    process_img2img,
+    process_txt2img,
+    saving,
+)
 from modules.generation.progress import GenerationState
-from modules.generation.services import build_services
 from modules.generation.worker import GenerationWorker, Queued
+from modules.options import Options
 
 
 @pytest.fixture(scope="module")
-def services(tiny_dir, cpu_policy, tmp_path_factory):
-    data = tmp_path_factory.mktemp("data")
-    paths = Paths.from_args(parse_args(["--data-dir", str(data), "--ckpt-dir", str(tiny_dir)]))
-    return build_services(paths, cpu_policy, Options(sd_checkpoints_limit=4, randn_source="CPU"),
-                          console_progress=False)
+def services(make_services, tiny_dir):
+    return make_services(Options(sd_checkpoints_limit=4, randn_source="CPU"), "--ckpt-dir", str(tiny_dir))
 
 
 @pytest.fixture
@@ -203,11 +203,11 @@ def test_live_preview_and_progress(ctx):
 
 def test_lora_tag_in_prompt_changes_the_image_and_is_reverted(ctx, tmp_path):
     from modules.conditioning.lora import LoraApplier
-    from tests import ldm_layout as L
-    from tests import lora_fixtures as LF
-    targets = {**LF.ldm_unet_targets(L.TINY_SD1.unet),
-               **LF.text_targets(L.TINY_SD1.text[0], "lora_te_")}
-    LF.write(tmp_path / "Lora" / "bold.safetensors", LF.lora(targets, rank=4, alpha=4.0, seed=1))
+    from tests import ldm_layout as ldm
+    from tests import lora_fixtures as lf
+    targets = {**lf.ldm_unet_targets(ldm.TINY_SD1.unet),
+               **lf.text_targets(ldm.TINY_SD1.text[0], "lora_te_")}
+    lf.write(tmp_path / "Lora" / "bold.safetensors", lf.lora(targets, rank=4, alpha=4.0, seed=1))
     ctx.loras = LoraApplier([tmp_path / "Lora"])
     plain = process_txt2img(small(save_images=False), ctx)
     styled = process_txt2img(small(prompt="a red circle <lora:bold:1>", save_images=False), ctx)
@@ -343,7 +343,7 @@ def test_hires_fix_keeps_the_refiner_in_the_infotext(ctx):
 
 def _unet_calls(ctx, req) -> tuple[int, str]:
     calls = []
-    handle = ctx.models.current.unet.register_forward_hook(lambda *a: calls.append(1))
+    handle = ctx.models.current.unet.register_forward_hook(lambda *_: calls.append(1))
     try:
         res = process_txt2img(req, ctx)
     finally:
@@ -385,3 +385,15 @@ def test_a_job_sees_settings_changed_before_its_turn_and_its_own_overrides_only(
     text = box["res"].infotexts[0]
     assert "ENSD: 31337" in text and "Clip skip: 2" in text
     assert ctx.options.CLIP_stop_at_last_layers == 1  # the override stayed with that job
+
+
+def test_a_grid_is_made_to_be_shown_or_saved_and_never_when_the_request_says_no(ctx):
+    grids = ctx.outputs_dir / "txt2img-grids"
+    ctx.options.return_grid, ctx.options.grid_save = False, True
+    res = process_txt2img(small(batch_size=2), ctx)
+    assert res.grid is None and len(list(grids.rglob("*-grid.png"))) == 1  # saved, not shown (A1111)
+    ctx.options.return_grid = True
+    res = process_txt2img(small(batch_size=2, do_not_save_grid=True), ctx)
+    assert res.grid is None and len(list(grids.rglob("*-grid.png"))) == 1  # the API's default: no grid at all
+    res = process_txt2img(small(batch_size=2, save_images=False), ctx)
+    assert res.grid is not None and len(list(grids.rglob("*-grid.png"))) == 1  # shown, not saved

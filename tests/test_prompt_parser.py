@@ -3,8 +3,11 @@ A1111 produces for the same input, malformed input included."""
 import pytest
 
 from modules.conditioning import extra_networks
-from modules.prompt_parser import (get_learned_conditioning_prompt_schedules, get_multicond_prompt_list,
-                                   parse_prompt_attention)
+from modules.prompt_parser import (
+    get_learned_conditioning_prompt_schedules,
+    get_multicond_prompt_list,
+    parse_prompt_attention,
+)
 
 
 def schedule(prompt, steps=10, hires=None, old=False):

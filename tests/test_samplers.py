@@ -5,6 +5,7 @@ and the probability-flow ODE carries x(sigma_T) to MU + (x(sigma_T) - MU) sqrt(S
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -61,7 +62,7 @@ class PerItemNoise:
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.shape = shape
 
-    def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
+    def __call__(self, _sigma: float, _sigma_next: float) -> torch.Tensor:
         return torch.stack([torch.randn(self.shape, generator=g, dtype=torch.float64) for g in self.generators])
 
 
@@ -320,7 +321,7 @@ def test_restart_keeps_the_step_count():
         x = torch.randn(1, 4) * sigmas[0]
         find_sampler("Restart").function(gaussian_denoiser, x, sigmas, callback=calls.append)
         assert len(calls) == steps
-        assert any(b["sigma"] > a["sigma"] for a, b in zip(calls, calls[1:]))  # it went back up
+        assert any(b["sigma"] > a["sigma"] for a, b in itertools.pairwise(calls))  # it went back up
 
 
 # --- 6. Unknown names -------------------------------------------------------------------------------------

@@ -1,25 +1,14 @@
 """The real program on a loopback port: it starts, serves the page, switches models over HTTP,
 survives a broken file, and stops on Ctrl+C."""
 import json
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import component, http_get, serving
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
 @pytest.fixture
@@ -29,27 +18,8 @@ def server(tmp_path, tiny_dir):
     shutil.copy(tiny_dir / "tiny-sd1.safetensors", ckpts)
     shutil.copy(tiny_dir / "tiny-sdxl.safetensors", ckpts)
     (ckpts / "broken.safetensors").write_bytes(b"not really a model")
-    port = free_port()
-    log = open(tmp_path / "server.log", "w+")
-    proc = subprocess.Popen([sys.executable, "webui.py", "--data-dir", str(tmp_path), "--port", str(port),
-                             "--ckpt", str(ckpts / "tiny-sd1.safetensors")],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + 120
-    while "Running on local URL" not in (tmp_path / "server.log").read_text():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start:\n" + (tmp_path / "server.log").read_text())
-        time.sleep(0.3)
-    yield proc, f"http://127.0.0.1:{port}", tmp_path
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    log.close()
-
-
-def get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return r.status, r.read().decode()
+    with serving(tmp_path, "--ckpt", str(ckpts / "tiny-sd1.safetensors")) as server:
+        yield server.proc, server.url, tmp_path
 
 
 def value(update) -> str:
@@ -57,15 +27,11 @@ def value(update) -> str:
     return update["value"] if isinstance(update, dict) else update
 
 
-def component(config: dict, elem_id: str) -> dict:
-    return next(c for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id)
-
-
 def test_serves_page_switches_models_and_stops_on_ctrl_c(server):
     proc, url, data = server
-    status, html = get(url + "/")
-    assert status == 200 and "<html" in html.lower()
-    config = json.loads(get(url + "/config")[1])
+    status, html = http_get(url + "/")
+    assert status == 200 and "<html" in html.decode().lower()
+    config = json.loads(http_get(url + "/config")[1])
     dropdown = component(config, "setting_sd_model_checkpoint")
     titles = [c[0] for c in dropdown["props"]["choices"]]
     assert dropdown["props"]["value"].startswith("tiny-sd1.safetensors [")

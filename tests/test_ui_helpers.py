@@ -42,7 +42,7 @@ def test_a_failing_generation_becomes_a_message():
         def __init__(self, error):
             self.error = error
 
-        def run_streaming(self, req):
+        def run_streaming(self, _req):
             raise self.error
             yield  # pragma: no cover
 

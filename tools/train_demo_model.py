@@ -183,7 +183,7 @@ def shape_weights(samples: list[Sample], images: torch.Tensor, latent_size: int,
 # model layout (shared with the loader: sizes are what modules.models.detection reads back)
 # ---------------------------------------------------------------------------------------------
 
-def layouts(quick: bool):
+def demo_layout():
     from tests import ldm_layout as L
     unet = L.UNetLayout(model_channels=64, channel_mult=(1, 2), num_res_blocks=1, transformer_depth=(1, 1),
                         context_dim=64)
@@ -259,10 +259,10 @@ model:
 def build_modules(layout, seed: int):
     """Freshly initialised diffusers/transformers modules with exactly the loader's configs."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
+    from omegaconf import OmegaConf
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from modules.models import detection as model_detection
-    from omegaconf import OmegaConf
 
     spec = model_detection.detect(Path("demo.safetensors"), layout.shapes(), OmegaConf.create(yaml_text(layout)))
     torch.manual_seed(seed)
@@ -443,8 +443,9 @@ def snr_weights(a: torch.Tensor, cap: float) -> torch.Tensor:
 
 
 def train_diffusion(unet, text, heads: AttributeHeads, tokenizer, latents: torch.Tensor, samples: list[Sample],
-                    pixel_weights: torch.Tensor, steps: int, batch: int, lr: float, seed: int, log, dropout: float = 0.1, weight_cap: float = 50.0,
-                    aux_weight: float = 0.1, bf16: bool = True) -> list[float]:
+                    pixel_weights: torch.Tensor, steps: int, batch: int, lr: float, seed: int, log,
+                    dropout: float = 0.1, weight_cap: float = 50.0, aux_weight: float = 0.1,
+                    bf16: bool = True) -> list[float]:
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     ac = alphas_cumprod()
@@ -484,7 +485,8 @@ def train_diffusion(unet, text, heads: AttributeHeads, tokenizer, latents: torch
         losses.append(per_sample.mean().item())
         if step % 25 == 0 or step == steps - 1:
             el = time.perf_counter() - t0
-            log(f"diffusion step {step:5d}/{steps} eps loss {np.mean(losses[-50:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "
+            log(f"diffusion step {step:5d}/{steps} eps loss {np.mean(losses[-50:]):.4f} "
+                f"lr {opt.param_groups[0]['lr']:.2e} "
                 f"({el:.0f}s, eta {el / (step + 1) * (steps - step - 1):.0f}s)")
     unet.eval()
     text.eval()
@@ -558,7 +560,7 @@ class LoraAdapters:
             self.pairs[name] = (down, up)
             scale = alpha / rank
             self.hooks.append(module.register_forward_hook(
-                lambda m, inputs, out, d=down, u=up: out + scale * u(d(inputs[0]))))
+                lambda m, inputs, out, d=down, u=up, s=scale: out + s * u(d(inputs[0]))))
 
     def parameters(self):
         return [p for d, u in self.pairs.values() for p in (*d.parameters(), *u.parameters())]
@@ -611,7 +613,7 @@ def train_lora(unet, text, tokenizer, latents: torch.Tensor, samples: list[Sampl
         idx = torch.randint(len(scaled), (batch,), generator=g)
         caps = [caption(samples[i], rng) for i in idx.tolist()]
 
-        def encode():
+        def encode(caps=caps):
             with torch.no_grad():  # the text encoder stays as it is
                 return text(tokenize(tokenizer, caps)).last_hidden_state
         loss, per_sample = frozen_model_loss(unet, scaled[idx], encode, g, ac)
@@ -619,7 +621,8 @@ def train_lora(unet, text, tokenizer, latents: torch.Tensor, samples: list[Sampl
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == steps - 1:
-            log(f"lora step {step:4d}/{steps} eps loss {per_sample.mean().item():.4f} ({time.perf_counter() - t0:.0f}s)")
+            log(f"lora step {step:4d}/{steps} eps loss {per_sample.mean().item():.4f} "
+                f"({time.perf_counter() - t0:.0f}s)")
     for p in [*unet.parameters(), *text.parameters()]:
         p.requires_grad_(True)
     return lora
@@ -680,10 +683,11 @@ def train_embedding(unet, text, tokenizer, latents: torch.Tensor, samples: list[
             for i in idx.tolist():
                 s = samples[i]
                 u = rng.random()
-                before, after = (f"a {s.shape}", "") if u < 0.5 else (("", f"{s.shape}") if u < 0.75 else ("a", "shape"))
+                before, after = ((f"a {s.shape}", "") if u < 0.5
+                                 else ("", f"{s.shape}") if u < 0.75 else ("a", "shape"))
                 rows.append(embedding_ids(tokenizer, before, n_vectors, placeholder_id, after))
-            loss, per_sample = frozen_model_loss(unet, scaled[idx], lambda: text(torch.tensor(rows)).last_hidden_state,
-                                                 g, ac)
+            loss, per_sample = frozen_model_loss(
+                unet, scaled[idx], lambda rows=rows: text(torch.tensor(rows)).last_hidden_state, g, ac)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -705,8 +709,8 @@ def train_embedding(unet, text, tokenizer, latents: torch.Tensor, samples: list[
 def verify_round_trip(path: Path, vae, unet, text, tokenizer, log) -> dict:
     """Load the written file with the app's loader and compare outputs with the trained modules."""
     from modules.models.devices import make_policy
-    from modules.models.model_files import ModelFile
     from modules.models.loading import load_model
+    from modules.models.model_files import ModelFile
 
     model = load_model(ModelFile(path, path.stem), make_policy(torch.device("cpu")))
     ids = tokenize(model.tokenizers[0], ["a red circle on a blue background"])
@@ -734,10 +738,10 @@ def verify_round_trip(path: Path, vae, unet, text, tokenizer, log) -> dict:
 @torch.no_grad()
 def verify_lora(checkpoint: Path, lora_path: Path, unet, log) -> None:
     """Merge the written LoRA with the app's LoraApplier and compare with the hooked training UNet."""
-    from modules.models.devices import make_policy
     from modules.conditioning.lora import LoraApplier, LoraRequest
-    from modules.models.model_files import ModelFile
+    from modules.models.devices import make_policy
     from modules.models.loading import load_model
+    from modules.models.model_files import ModelFile
 
     model = load_model(ModelFile(checkpoint, checkpoint.stem), make_policy(torch.device("cpu")))
     warnings = LoraApplier([lora_path.parent]).apply(model, [LoraRequest(lora_path.stem)])
@@ -797,7 +801,8 @@ def main(argv=None) -> int:
     ap.add_argument("--embedding-steps", type=int, default=None)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1.5e-3)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores; use 1 on a busy machine, where OpenMP threads "
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (default: all cores; use 1 on a busy machine, where OpenMP threads "
                          "waiting for each other slow training several-fold)")
     args = ap.parse_args(argv)
     quick = args.quick
@@ -819,12 +824,13 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
 
-    from modules.models.loading import TOKENIZER_DIR
     from safetensors.torch import save_file
     from transformers import CLIPTokenizer
+
+    from modules.models.loading import TOKENIZER_DIR
     tokenizer = CLIPTokenizer.from_pretrained(str(TOKENIZER_DIR), local_files_only=True, pad_token="<|endoftext|>")
 
-    layout = layouts(quick)
+    layout = demo_layout()
     spec, vae, unet, text = build_modules(layout, args.seed)
     with torch.no_grad():
         table = text.get_input_embeddings().weight
@@ -856,7 +862,8 @@ def main(argv=None) -> int:
     k = rescale_latents(vae, latents)
     timings["vae_s"] = time.perf_counter() - t
     log(f"vae done in {timings['vae_s']:.0f}s; latent rescale x{k:.3f}; scaled latent std "
-        f"{(latents * 0.18215).std():.3f}, channel means {[round(v, 2) for v in (latents * 0.18215).mean((0, 2, 3)).tolist()]}")
+        f"{(latents * 0.18215).std():.3f}, "
+        f"channel means {[round(v, 2) for v in (latents * 0.18215).mean((0, 2, 3)).tolist()]}")
 
     t = time.perf_counter()
     heads = AttributeHeads(text.config.hidden_size)
@@ -921,7 +928,8 @@ def main(argv=None) -> int:
     save_preview(preview, vae, unet, text, tokenizer,
                  ["a red circle on a blue background", "a blue circle on a red background",
                   "a large yellow star on a black background", "a green square on the left on a white background",
-                  "a purple triangle on the right on a yellow background", "a small white circle on the top on a green background"])
+                  "a purple triangle on the right on a yellow background",
+                  "a small white circle on the top on a green background"])
     log(f"preview grid: {preview}")
     summary = {"timings": timings, "vae_rec_first_last": [vae_losses[0], float(np.mean(vae_losses[-50:]))],
                "diffusion_loss_curve": [round(float(np.mean(diff_losses[i:i + 50])), 4)

@@ -24,16 +24,23 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from modules import infotext_utils
-from modules.generation import saving
-from modules.postprocessing import extras
+from modules.generation import (
+    IMAGE_UPSCALERS,
+    LATENT_UPSCALE_MODES,
+    VERSION,
+    GenerationError,
+    GenerationResult,
+    Img2ImgRequest,
+    Txt2ImgRequest,
+    saving,
+)
+from modules.generation.worker import GenerationWorker
 from modules.models.checkpoint_io import CheckpointError
 from modules.models.memory import memory_report
 from modules.options import Options
-from modules.generation import (IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, VERSION, GenerationError, GenerationResult,
-                                Img2ImgRequest, Txt2ImgRequest)
+from modules.postprocessing import extras
 from modules.sampling.samplers import SAMPLERS
 from modules.sampling.schedules import SCHEDULERS
-from modules.generation.worker import GenerationWorker
 
 MODEL_FIELDS = ("sd_model_checkpoint", "sd_vae")  # options that switch models rather than just being set
 
@@ -114,6 +121,11 @@ IMG2IMG_NOT_IMPLEMENTED: dict[str, NotImplementedField] = {
        for name in ("mask_blur_x", "mask_blur_y")},
     "mask_round": NotImplementedField(bool, True, "the latent mask is always rounded to 0 or 1", inert=lambda v, _: v),
     "latent_mask": NotImplementedField(str | None, None, "a separate latent mask is not supported"),
+    "refiner_checkpoint": NotImplementedField(str | None, None, "the refiner is used in txt2img only",
+                                              inert=lambda v, _: v in (None, "", "None")),
+    "refiner_switch_at": NotImplementedField(
+        float | None, None, "the refiner is used in txt2img only",
+        inert=lambda v, p: v is None or p.refiner_checkpoint in (None, "", "None")),
 }
 
 
@@ -446,8 +458,8 @@ class _Api:
         return [{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in SAMPLERS]
 
     def schedulers(self):
-        return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": s.default_rho, "need_inner_model": False}
-                for s in SCHEDULERS]
+        return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": s.default_rho,
+                 "need_inner_model": False} for s in SCHEDULERS]
 
     def upscalers(self):
         names = [n for n in extras.UPSCALERS]

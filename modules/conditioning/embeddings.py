@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from modules.models.checkpoint_io import SAFETENSORS_SUFFIX, CheckpointError, load_pickle, read_state_dict
-from modules.models.hashes import sha256_of
 from modules.models.detection import ModelSpec
+from modules.models.families import FAMILIES, family_for_text_width
+from modules.models.hashes import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,11 @@ def expected_vectors(spec: ModelSpec) -> dict[str, int]:
 def family_label(embedding: Embedding) -> str:
     """Which models the embedding was made for, as the UI shows it."""
     dims = embedding.dims
-    if "clip_l" in dims and "clip_g" in dims:
-        return "SDXL"
-    dim = dims[DEFAULT]
-    return {768: "SD1.x", 1024: "SD2.x"}.get(dim, f"unknown (dim {dim})")
+    if DEFAULT not in dims:
+        family = next((f for f in FAMILIES if set(f.embedding_keys) == set(dims)), None)
+        return family.label if family else f"unknown ({_describe(dims)})"
+    family = family_for_text_width(dims[DEFAULT])
+    return family.label if family else f"unknown (dim {dims[DEFAULT]})"
 
 
 def _describe(dims: Mapping[str, int]) -> str:

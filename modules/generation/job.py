@@ -18,8 +18,13 @@ from PIL import Image
 
 from modules import infotext_utils
 from modules.conditioning import extra_networks
-from modules.conditioning.text import (ConditioningCache, EncodeSettings, PromptEncoder, learned_conditioning,
-                                       multicond_learned_conditioning)
+from modules.conditioning.text import (
+    ConditioningCache,
+    EncodeSettings,
+    PromptEncoder,
+    learned_conditioning,
+    multicond_learned_conditioning,
+)
 from modules.generation import saving
 from modules.generation.progress import GenerationState
 from modules.generation.requests import VERSION, GenerationError, GenerationRequest, GenerationResult
@@ -398,10 +403,15 @@ class Job:
             result.paths.append(path)
 
     def save_grid(self, result: GenerationResult) -> None:
-        if len(result.images) < 2 or not self.opts.return_grid:
+        """As A1111: a grid of a batch is made when it is shown (return_grid) or saved (grid_save), and never
+        when the request says not to save one (the API's default)."""
+        opts = self.opts
+        if len(result.images) < 2 or self.req.do_not_save_grid or not (opts.return_grid or opts.grid_save):
             return
-        result.grid = saving.image_grid(result.images)
-        if self.req.save_images and self.opts.grid_save and not self.req.do_not_save_grid:
+        grid = saving.image_grid(result.images)
+        if self.req.save_images and opts.grid_save:
             folder = saving.dated_folder(self.ctx.outputs_dir, f"{self.req.mode}-grids")
-            saving.save_image(result.grid, folder, self.all_seeds[0], result.infotexts[0], self.opts.samples_format,
+            saving.save_image(grid, folder, self.all_seeds[0], result.infotexts[0], opts.samples_format,
                               suffix="-grid")
+        if opts.return_grid:
+            result.grid = grid

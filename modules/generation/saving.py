@@ -86,8 +86,6 @@ def save_image(image: Image.Image, folder: Path, seed: int | None, infotext: str
                extension: str = "png", suffix: str = "") -> Path:
     """Save as `folder/NNNNN-SEED{suffix}.{ext}` with the infotext embedded; returns the path."""
     ext = extension.lower().lstrip(".")
-    if ext not in FORMATS:
-        raise ValueError(f"unsupported image format {extension!r}; use png, jpg, webp or avif")
     folder.mkdir(parents=True, exist_ok=True)
     number = next_sequence_number(folder)
     stem = f"{number:05}" + (f"-{seed}" if seed is not None else "") + suffix

@@ -5,10 +5,22 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from modules.generation.job import Batch, BatchOutput, Job, ProcessingContext, RefinerSwitch, model_calls, \
-    sampler_by_name
-from modules.generation.requests import (IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, GenerationError, GenerationResult,
-                                         Txt2ImgRequest)
+from modules.generation.job import (
+    Batch,
+    BatchOutput,
+    Job,
+    ProcessingContext,
+    RefinerSwitch,
+    model_calls,
+    sampler_by_name,
+)
+from modules.generation.requests import (
+    IMAGE_UPSCALERS,
+    LATENT_UPSCALE_MODES,
+    GenerationError,
+    GenerationResult,
+    Txt2ImgRequest,
+)
 
 
 def hires_size(req: Txt2ImgRequest) -> tuple[int, int]:

@@ -6,14 +6,20 @@ while they wait (to stream previews), and can interrupt or skip.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
-from modules.generation import (GenerationRequest, GenerationResult, Img2ImgRequest, ProcessingContext,
-                                process_img2img, process_txt2img)
-from modules.generation.progress import ProgressSnapshot
 from modules.conditioning.text import PromptTokenizer, prompt_token_count
+from modules.generation import (
+    GenerationResult,
+    Img2ImgRequest,
+    ProcessingContext,
+    Txt2ImgRequest,
+    process_img2img,
+    process_txt2img,
+)
+from modules.generation.progress import ProgressSnapshot
 
 
 @dataclass(frozen=True)
@@ -30,8 +36,9 @@ class GenerationWorker:
         self._serving = 0
         self._counter: tuple[tuple, PromptTokenizer] | None = None  # reused while model and embeddings stay
 
-    def run(self, req: GenerationRequest, option_overrides: dict | None = None, models: dict[str, str] | None = None,
-            restore_models: bool = True, on_ticket: Callable[[int], None] | None = None) -> GenerationResult:
+    def run(self, req: Txt2ImgRequest | Img2ImgRequest, option_overrides: dict | None = None,
+            models: dict[str, str] | None = None, restore_models: bool = True,
+            on_ticket: Callable[[int], None] | None = None) -> GenerationResult:
         """Carry out a request after the jobs before it. `option_overrides` (the API's override_settings) apply to
         a copy of the options made when this job's turn comes, so it sees every settings change made before it;
         `models` may name a `sd_model_checkpoint` and `sd_vae` to use, put back afterwards when `restore_models`."""
@@ -82,7 +89,7 @@ class GenerationWorker:
         """How many jobs are waiting for the one running now to finish."""
         return max(0, self._next_ticket - self._serving - 1)
 
-    def run_streaming(self, req: GenerationRequest, poll_seconds: float = 0.5
+    def run_streaming(self, req: Txt2ImgRequest | Img2ImgRequest, poll_seconds: float = 0.5
                       ) -> Iterator[Queued | ProgressSnapshot | GenerationResult]:
         """Yield Queued while other jobs go first, progress snapshots while the job runs, then its result
         (errors are re-raised)."""

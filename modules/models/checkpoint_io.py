@@ -83,7 +83,7 @@ def _numpy_safe_globals() -> list:
     import numpy as np
 
     allowed = [np.dtype]
-    core = getattr(np, "_core", None) or getattr(np, "core")
+    core = getattr(np, "_core", None) or np.core
     allowed.append((core.multiarray.scalar, "numpy.core.multiarray.scalar"))
     allowed.append((core.multiarray.scalar, "numpy._core.multiarray.scalar"))
     allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32")]

@@ -162,7 +162,7 @@ class SDXL(ModelFamily):
                 open_clip_spec(shapes, "conditioner.embedders.1.model.", drop_last=False, with_projection=True))
 
     def layer_output(self, out, index, clip_skip, clip_l_skip, final_norm):
-        if index == 0 and clip_l_skip:
+        if clip_l_skip and self.embedding_keys[index] == "clip_l":  # the option applies to CLIP-L only
             return out.hidden_states[-max(1, clip_skip)]
         return out.hidden_states[-2]
 
@@ -200,13 +200,15 @@ class Family:
 FAMILIES: tuple[ModelFamily, ...] = (Family.SDXL, Family.SDXL_REFINER, Family.SD2, Family.SD1)
 
 
-def family_with_id(family_id: str) -> ModelFamily | None:
-    return next((f for f in FAMILIES if f.id == family_id), None)
-
-
 def family_for_context_width(width: int) -> ModelFamily | None:
     """The family whose UNet cross-attends to text of this width (LoRAs trained for it have it)."""
     return next((f for f in FAMILIES if f.context_width == width), None)
+
+
+def family_for_text_width(width: int) -> ModelFamily | None:
+    """The single-encoder family whose text encoder has this width (SD1: 768, SD2: 1024)."""
+    family = family_for_context_width(width)
+    return None if family is None or family.is_xl else family
 
 
 def detect_family(shapes: Shapes) -> ModelFamily | None:

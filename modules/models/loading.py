@@ -1,7 +1,7 @@
 """Building runnable models from checkpoint files.
 
 A checkpoint in the original LDM/SGM layout is read (lazily for safetensors), described by
-`model_detection.detect`, and turned into diffusers' `UNet2DConditionModel` / `AutoencoderKL` and
+`detection.detect`, and turned into diffusers' `UNet2DConditionModel` / `AutoencoderKL` and
 transformers' CLIP text models. Modules are created on the meta device and the file's tensors are
 assigned to them directly, so loading costs no random initialisation and no second copy of the
 weights when the file already has the target precision.
@@ -21,10 +21,10 @@ from torch import nn
 
 from modules.models import detection as model_detection
 from modules.models.checkpoint_io import CheckpointError, read_state_dict, shapes_of
-from modules.models.devices import ComponentPrecision, DevicePolicy
-from modules.models.memory import Placement
 from modules.models.detection import UNET, VAE, ModelSpec
+from modules.models.devices import ComponentPrecision, DevicePolicy
 from modules.models.families import ModelFamily, TextEncoderSpec
+from modules.models.memory import Placement
 from modules.models.model_files import ModelFile
 from modules.paths import REPO_ROOT
 

@@ -16,11 +16,17 @@ import torch
 from modules.models.checkpoint_io import CheckpointError
 from modules.models.devices import DevicePolicy
 from modules.models.hashes import HashCache
-from modules.models.model_files import (VAE_AUTOMATIC, VAE_NONE, ModelFile, automatic_vae_for, list_checkpoints,
-                                 list_vaes)
+from modules.models.loading import LoadedModel, load_model, swap_vae
+from modules.models.model_files import (
+    VAE_AUTOMATIC,
+    VAE_NONE,
+    ModelFile,
+    automatic_vae_for,
+    list_checkpoints,
+    list_vaes,
+)
 from modules.options import Options
 from modules.paths import Paths
-from modules.models.loading import LoadedModel, load_model, swap_vae
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +68,13 @@ class ModelManager:
         return [VAE_AUTOMATIC, VAE_NONE] + [v.name for v in self._vaes]
 
     def find_checkpoint(self, query: str) -> ModelFile:
+        """A checkpoint of the folder scan (or --ckpt) by title, name, hash or its listed path. Nothing else is
+        ever opened: a client may name any path, and even whether such a file exists is not told."""
         for c in self._checkpoints:
-            if c.matches(query):
+            if c.matches(str(query)):
                 return c
-        path = Path(query)
-        if path.suffix and path.is_file():
-            return ModelFile(path.resolve(), path.name, self.hashes.cached(path))
         available = ", ".join(c.title for c in self._checkpoints) or "none"
-        raise CheckpointError(query, f"no such checkpoint in {', '.join(map(str, self.paths.checkpoint_dirs))} "
+        raise CheckpointError(str(query), f"no such checkpoint in {', '.join(map(str, self.paths.checkpoint_dirs))} "
                                      f"(available: {available})")
 
     def _resolve_vae(self, choice: str, checkpoint: ModelFile) -> ModelFile | None:

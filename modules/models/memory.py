@@ -36,7 +36,7 @@ class Placement:
         self._lock = threading.RLock()
         self._active: str | None = None  # the component now on the compute device (medvram/lowvram)
         self.streaming = False
-        for name, module in components.items():
+        for module in components.values():
             module.to(home_device(policy))
         unet = components.get("unet")
         if policy.memory_mode == MemoryMode.LOWVRAM and unet is not None and policy.device.type == "cuda":

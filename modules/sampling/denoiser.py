@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from modules.conditioning.text import MultiCondConditioning, ScheduledConditioning, TextConditioning, cond_at_step
 from modules.sampling.schedules import ModelSigmas, sigmas_from_alphas_cumprod
-from modules.conditioning.text import (MultiCondConditioning, ScheduledConditioning, TextConditioning,
-                                       cond_at_step)
 
 
 class UNetDenoiser:

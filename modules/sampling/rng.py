@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+CPU = torch.device("cpu")
+
 RNG_SOURCES = ("GPU", "CPU")
 
 
@@ -45,7 +47,7 @@ class ImageRNG:
 
     def __init__(self, shape: tuple[int, int, int], seeds: list[int], *, subseeds: list[int] | None = None,
                  subseed_strength: float = 0.0, seed_resize_from_h: int = 0, seed_resize_from_w: int = 0,
-                 source: str = "GPU", device: torch.device = torch.device("cpu"), eta_noise_seed_delta: int = 0,
+                 source: str = "GPU", device: torch.device = CPU, eta_noise_seed_delta: int = 0,
                  latent_scale: int = 8):
         if source not in RNG_SOURCES:
             raise ValueError(f"unknown RNG source {source!r}; choose one of {', '.join(RNG_SOURCES)}")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import gradio as gr
 
+from modules.generation.worker import GenerationWorker
 from modules.localization import list_localizations, load_localization
 from modules.models.manager import ModelManager
 from modules.paths import REPO_ROOT
 from modules.ui import extensions, extras, generation, networks, paste, quicksettings, settings
 from modules.ui.ui_config import apply_ui_config
-from modules.generation.worker import GenerationWorker
 
 LOCALIZATION_DIRS = [REPO_ROOT / "localizations"]
 CSS = """
@@ -20,7 +20,8 @@ CSS = """
 .progress-bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft); }
 .progress span { position: relative; padding-left: 0.5em; }
 .warning { color: #b7791f; } .error { color: #c53030; }
-#generate_forever_menu button { padding: 6px 12px; background: var(--block-background-fill); color: var(--body-text-color);
+#generate_forever_menu button { padding: 6px 12px; background: var(--block-background-fill);
+                                color: var(--body-text-color);
                                 border: 1px solid var(--border-color-primary); border-radius: 4px; cursor: pointer; }
 .generate-forever { animation: forever 1.5s ease-in-out infinite; }
 @keyframes forever { 50% { filter: brightness(1.3); } }
@@ -65,9 +66,10 @@ def _wire_send_buttons(source: dict, i2i: dict, extras_image: gr.Image, main_tab
         return image, gr.Tabs(selected="extras")
 
     fields = paste.paste_outputs(i2i)
-    source["send"]["img2img"].click(to_img2img, inputs=inputs, outputs=[i2i["image"], *fields, main_tabs, i2i["tabs"], i2i["mode"]],
+    tab_switch = [main_tabs, i2i["tabs"], i2i["mode"]]
+    source["send"]["img2img"].click(to_img2img, inputs=inputs, outputs=[i2i["image"], *fields, *tab_switch],
                                     api_visibility="private")
-    source["send"]["inpaint"].click(to_inpaint, inputs=inputs, outputs=[i2i["inpaint"], *fields, main_tabs, i2i["tabs"], i2i["mode"]],
+    source["send"]["inpaint"].click(to_inpaint, inputs=inputs, outputs=[i2i["inpaint"], *fields, *tab_switch],
                                     api_visibility="private")
     source["send"]["extras"].click(to_extras, inputs=inputs, outputs=[extras_image, main_tabs],
                                    api_visibility="private")

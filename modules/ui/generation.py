@@ -14,14 +14,22 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageChops
 
-from modules.generation import saving
-from modules.generation import (MASKED_CONTENT, RESIZE_MODES, GenerationError, GenerationResult, Img2ImgRequest,
-                                LATENT_UPSCALE_MODES, IMAGE_UPSCALERS, Txt2ImgRequest)
+from modules.generation import (
+    IMAGE_UPSCALERS,
+    LATENT_UPSCALE_MODES,
+    MASKED_CONTENT,
+    RESIZE_MODES,
+    GenerationError,
+    GenerationResult,
+    Img2ImgRequest,
+    Txt2ImgRequest,
+    saving,
+)
 from modules.generation.progress import ProgressSnapshot
+from modules.generation.worker import GenerationWorker, Queued
 from modules.sampling.samplers import SAMPLERS
 from modules.sampling.schedules import SCHEDULERS
 from modules.ui import networks
-from modules.generation.worker import GenerationWorker, Queued
 
 log = logging.getLogger(__name__)
 HIRES_UPSCALERS = list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)
@@ -320,8 +328,9 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                     hr_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
                                      elem_id="txt2img_hr_resize_y")
                 with gr.Row():
-                    hr_sampler = gr.Dropdown(["Use same sampler"] + [s.name for s in SAMPLERS], value="Use same sampler",
-                                             label="Hires sampling method", elem_id="hr_sampler")
+                    hr_sampler = gr.Dropdown(["Use same sampler"] + [s.name for s in SAMPLERS],
+                                             value="Use same sampler", label="Hires sampling method",
+                                             elem_id="hr_sampler")
                     hr_prompt = gr.Textbox(label="Hires prompt", lines=1, elem_id="hires_prompt")
                     hr_negative = gr.Textbox(label="Hires negative prompt", lines=1, elem_id="hires_neg_prompt")
             with gr.Accordion("Refiner", open=False, elem_id="txt2img_refiner"):
@@ -407,7 +416,8 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                                                     brush=SKETCH_BRUSH)
                 with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as t3:
                     upload_image = gr.Image(label="Image", type="pil", elem_id="img_inpaint_base", format="png")
-                    upload_mask = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", image_mode="L", format="png")
+                    upload_mask = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", image_mode="L",
+                                           format="png")
                 with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab", visible=show_dir_fields) as t4:
                     batch_in = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
                     batch_out = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
@@ -469,7 +479,8 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
     generate.click(run, inputs_kwargs={**source_inputs, **request_inputs}, outputs=[progress, gallery, info, last_seed],
                    api_name="img2img", concurrency_limit=1, concurrency_id="generate").then(**_forever("img2img"))
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info,
-            "image": init_image, "sketch": sketch, "inpaint": inpaint, "inpaint_sketch": inpaint_sketch, "tabs": tabs, "mode": mode, "paste": paste, "send": send,
+            "image": init_image, "sketch": sketch, "inpaint": inpaint, "inpaint_sketch": inpaint_sketch, "tabs": tabs,
+            "mode": mode, "paste": paste, "send": send,
             "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box,
             "request_inputs": request_inputs}
 

@@ -18,8 +18,8 @@ import gradio as gr
 from fastapi import HTTPException
 from fastapi.responses import FileResponse
 
-from modules.models.model_files import preview_image
 from modules.generation.worker import GenerationWorker
+from modules.models.model_files import preview_image
 
 PREVIEW_ROUTE = "extra-networks/preview"  # + "/{preview id}"; the cards use it relative to the page
 

@@ -5,9 +5,9 @@ from collections.abc import Callable
 
 import gradio as gr
 
+from modules.generation.worker import GenerationWorker
 from modules.models.checkpoint_io import CheckpointError
 from modules.models.manager import ModelManager
-from modules.generation.worker import GenerationWorker
 
 
 def model_status(manager: ModelManager, error: str | None = None) -> str:
@@ -36,7 +36,8 @@ def build(manager: ModelManager, save_settings: Callable[[], None], worker: Gene
         checkpoint = gr.Dropdown(choices=manager.checkpoint_titles(),
                                  value=current.file.title if current else None,
                                  label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
-                                 scale=4, allow_custom_value=True)  # a page opened before a rescan names files its own way
+                                 # a page opened before a rescan names files its own way
+                                 scale=4, allow_custom_value=True)
         refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", scale=0, min_width=40)
         vae = gr.Dropdown(choices=manager.vae_choices(), value=manager.options.sd_vae, label="SD VAE",
                           elem_id="setting_sd_vae", scale=2)

@@ -6,9 +6,9 @@ from dataclasses import fields
 
 import gradio as gr
 
-from modules.options import Options
-from modules.generation import VERSION
 from modules.conditioning.text import EMPHASIS_MODES
+from modules.generation import VERSION
+from modules.options import Options
 
 # label, and choices for the fields that have a fixed set of values
 LABELS: dict[str, tuple[str, list | None]] = {

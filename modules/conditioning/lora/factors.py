@@ -13,7 +13,6 @@ import torch
 from modules.conditioning.lora.files import KNOWN_PREFIXES, guess_family
 from modules.models.families import ModelFamily
 
-
 # Module types other trainers write that cannot be merged as a plain weight change.
 _UNSUPPORTED_MARKERS = {"dora_scale": "DoRA", "oft_blocks": "OFT", "oft_diag": "OFT", "a1.weight": "GLoRA",
                         "on_input": "IA3", "w_norm": "norm"}

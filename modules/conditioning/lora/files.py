@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modules.models.checkpoint_io import CheckpointError, read_state_dict, shapes_of
-from modules.models.families import Family, ModelFamily, family_for_context_width
+from modules.models.families import Family, ModelFamily, family_for_context_width, family_for_text_width
 from modules.models.model_files import preview_image
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,3 @@ def guess_family(metadata: Mapping[str, str], shapes: Mapping[str, tuple[int, ..
         if key.startswith("lora_te_") and "_self_attn_q_proj." in key and key.endswith(".lora_down.weight"):
             return family_for_text_width(shape[1])
     return None
-
-
-def family_for_text_width(width: int) -> ModelFamily | None:
-    """SD1 and SD2 LoRAs tell their one text encoder apart by its width (SDXL's have te1/te2 prefixes)."""
-    family = family_for_context_width(width)
-    return None if family is None or family.is_xl else family

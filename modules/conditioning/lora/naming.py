@@ -11,7 +11,6 @@ from modules.conditioning.lora.files import UNET_PREFIX
 from modules.models.families import ModelFamily
 
 
-
 @dataclass(frozen=True)
 class ModuleRef:
     component: str  # "unet", "text_encoder_0", "text_encoder_1" (as in Placement)
