@@ -13,7 +13,7 @@ import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from modules.cmd_args import parse_args  # noqa: E402
+from modules.cmd_args import parse_args, serves_beyond_this_computer  # noqa: E402
 
 log = logging.getLogger("webui")
 
@@ -44,7 +44,7 @@ def build_app(args) -> WebUI:
                               styles_file=Path(args.styles_file) if args.styles_file else None)
     services.load_initial_checkpoint(args.ckpt)
     api = ApiServices(worker=services.worker, save_settings=services.save_settings, cmd_flags=vars(args),
-                      frozen_settings=args.freeze_settings)
+                      frozen_settings=args.freeze_settings, hide_dir_settings=args.hide_ui_dir_config)
     demo = None
     if not args.nowebui:
         from modules.ui.app import create_ui
@@ -99,19 +99,22 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
 
-    from modules.api.routes import create_router, install_error_handler
+    from modules.api.routes import create_router, install_docs, install_error_handler
     from modules.generation import VERSION
+    from modules.ui.server_guards import CrossOriginGuard
 
     api_on = args.api or args.nowebui
-    app = FastAPI(title="Stable Diffusion web UI API", version=VERSION,
-                  docs_url="/docs" if api_on else None, redoc_url=None, openapi_url="/openapi.json" if api_on else None)
+    app = FastAPI(title="Stable Diffusion web UI API", version=VERSION, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     origins = [o.strip() for o in (args.cors_allow_origins or "").split(",") if o.strip()]
     if origins or args.cors_allow_origins_regex:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=args.cors_allow_origins_regex,
                            allow_methods=["*"], allow_headers=["*"], allow_credentials=True)
+    app.add_middleware(CrossOriginGuard, allowed_origins=origins, allowed_origin_regex=args.cors_allow_origins_regex)
     if api_on:
         api_credentials = parse_api_auth(args.api_auth) or auth  # never leave the API open when the page is not
         app.include_router(create_router(webui.api, api_credentials))
+        install_docs(app, api_credentials)
         install_error_handler(app)
     if webui.demo is not None:
         import gradio as gr
@@ -120,9 +123,16 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
 
         from modules.ui.app import CSS, page_head
         from modules.ui.networks import PREVIEW_ROUTE
+        from modules.ui.server_guards import add_bare_login_page
         webui.demo.queue(default_concurrency_limit=1)
         app = gr.mount_gradio_app(app, webui.demo, path="", auth=auth, show_error=True, css=CSS,
-                                  head=page_head() + theme_head(args.theme), ssr_mode=False)
+                                  head=page_head() + theme_head(args.theme), ssr_mode=False,
+                                  max_file_size=args.max_upload_size, run_history=False,
+                                  allowed_paths=[str(webui.demo.download_folder)])
+        # Gradio lets an event's file values (gallery items, images, uploads) name only files in its upload folder,
+        # but only once the app counts as launched, which launch() sets and mounting never does. Without it a
+        # client could name any file of this computer, e.g. {"path": "/home/me/secret.png"} as a gallery item.
+        webui.demo.has_launched = True
         # The cards' preview pictures are guarded as the page's /config is, by Gradio's login check: with
         # --gradio-auth a browser logged in to the page gets them without a second password prompt, anyone else
         # gets 401. That check exists once the page is mounted; the route then goes in front of the page, which is
@@ -132,8 +142,11 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
         page_config = next(r for r in page.app.routes if isinstance(r, APIRoute) and r.path == "/config")
         app.add_api_route(f"/{PREVIEW_ROUTE}/{{preview_id}}", webui.demo.extra_network_previews.response,
                           methods=["GET"], dependencies=page_config.dependencies, include_in_schema=False)
+        if auth:
+            add_bare_login_page(app, page.app)
         app.router.routes.append(page)
     return app
+
 
 
 def parse_api_auth(value: str | None) -> list[tuple[str, str]] | None:
@@ -209,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     args = parse_args(argv)
+    if serves_beyond_this_computer(args) and not args.enable_insecure_extension_access:
+        log.info("Others may reach this server: the page's folder fields are hidden and folders cannot be used from "
+                 "it (--enable-insecure-extension-access allows them).")
     auth = parse_auth(args)
     parse_api_auth(args.api_auth)  # a malformed value stops here, before models load
     host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")

@@ -2,6 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import re
+
+SIZE_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}
+
+
+def file_size(text: str) -> int:
+    """"50mb", "1 GB", "4096" -> bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmg]?b?)\s*", text.lower())
+    if not match or match[2] not in SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"expected a size such as 50mb or 1gb, got {text!r}")
+    return int(match[1]) * SIZE_UNITS[match[2]]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--ui-config-file", default=None, metavar="FILE",
                      help="default values, ranges and visibility of the page's controls (default ui-config.json)")
     net.add_argument("--hide-ui-dir-config", action="store_true",
-                     help="hide the folder fields of the page (for servers shared with others)")
+                     help="hide the page's folder fields and refuse folder access from the page (for servers shared "
+                          "with others; implied by --listen, --share and --server-name)")
+    net.add_argument("--enable-insecure-extension-access", action="store_true",
+                     help="keep the page's folder fields and folder access with --listen, --share or --server-name "
+                          "(anyone who reaches the page can then read and write folders of this computer)")
+    net.add_argument("--max-upload-size", type=file_size, default="256mb", metavar="SIZE",
+                     help="largest file the page accepts in one upload, e.g. 50mb or 1gb (256mb: an 8192x8192 "
+                          "picture, the largest the Extras tab makes)")
     net.add_argument("--freeze-settings", action="store_true", help="show the settings but do not let them change")
 
     paths = p.add_argument_group("folders")
@@ -85,4 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    args.hide_ui_dir_config = args.hide_ui_dir_config or (
+        serves_beyond_this_computer(args) and not args.enable_insecure_extension_access)
+    return args
+
+
+def serves_beyond_this_computer(args: argparse.Namespace) -> bool:
+    """A1111's rule (webui_is_non_local): --share, --listen or --server-name may let others reach the page."""
+    return bool(args.share or args.listen or args.server_name)

@@ -7,6 +7,11 @@
 
 Malformed prompts behave as in A1111: a prompt the editing grammar cannot parse is used as written,
 and unbalanced emphasis brackets apply their weight up to the end of the prompt.
+
+The editing grammar is parsed with an Earley parser (as in A1111), whose time grows steeply with the
+number of brackets: a prompt without `[` never reaches it (its schedule is the prompt itself), and a
+prompt with `[` is refused with `PromptTooComplexError` beyond `MAX_EDITING_SYNTAX` of the characters
+`[]():|`, and any prompt beyond `MAX_BRACKET_DEPTH` levels of nesting (`check_prompt_complexity`).
 """
 from __future__ import annotations
 
@@ -30,6 +35,45 @@ WHITESPACE: /\s+/
 plain: /([^\\\[\]():|]|\\.)+/
 %import common.SIGNED_NUMBER -> NUMBER
 """
+
+
+MAX_BRACKET_DEPTH = 32  # deeper nesting multiplies weights beyond any use (1.1**32 = 21)
+MAX_EDITING_SYNTAX = 192  # the Earley parser takes about a second for 192 of `[]():|`, a minute for 1000
+
+
+class PromptTooComplexError(ValueError):
+    """A prompt whose brackets would take the parsers too long or too much memory; the message is for the user."""
+
+
+_SYNTAX_OR_ESCAPE = re.compile(r"\\.|[][():|]", re.S)
+
+
+def syntax_counts(prompt: str) -> tuple[int, int]:
+    """(deepest nesting of `(` and `[` together, number of the characters `[]():|`); escaped ones do not count."""
+    depth = deepest = count = 0
+    for m in _SYNTAX_OR_ESCAPE.finditer(prompt):
+        token = m.group(0)
+        if token.startswith("\\"):
+            continue
+        count += 1
+        if token in "([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ")]" and depth:
+            depth -= 1
+    return deepest, count
+
+
+def check_prompt_complexity(prompt: str) -> None:
+    """Raise `PromptTooComplexError` for a prompt nested too deep, or using prompt editing (`[`) with too much
+    syntax for the editing parser."""
+    deepest, count = syntax_counts(prompt)
+    if deepest > MAX_BRACKET_DEPTH:
+        raise PromptTooComplexError(f"prompt nests brackets {deepest} deep; at most {MAX_BRACKET_DEPTH} are "
+                                    f"supported")
+    if "[" in prompt and count > MAX_EDITING_SYNTAX:
+        raise PromptTooComplexError(f"prompt uses [ ] and has {count} of the characters [ ] ( ) : |; at most "
+                                    f"{MAX_EDITING_SYNTAX} are supported in a prompt with [ ] (prompt editing)")
 
 
 @lru_cache(maxsize=1)
@@ -89,13 +133,17 @@ def get_learned_conditioning_prompt_schedules(prompts: list[str], base_steps: in
                                               use_old_scheduling: bool = False) -> list[list[list]]:
     """For each prompt, `[[end_step, text], ...]`: `text` is used for steps up to and including
     `end_step`. With `hires_steps`, schedules are for the hires pass: integer `when` counts from
-    the start of the first pass, fractions above 1 are fractions of the hires pass."""
+    the start of the first pass, fractions above 1 are fractions of the hires pass.
+    Raises `PromptTooComplexError` for a prompt `check_prompt_complexity` refuses."""
     if hires_steps is None or use_old_scheduling:
         int_offset, float_offset, steps = 0, 0.0, base_steps
     else:
         int_offset, float_offset, steps = base_steps, 1.0, hires_steps
 
     def schedule(prompt: str) -> list[list]:
+        if "[" not in prompt:  # nothing to schedule or alternate: the grammar would give the prompt back as is
+            return [[steps, prompt]]
+        check_prompt_complexity(prompt)
         try:
             tree = _editing_parser().parse(prompt)
         except lark.exceptions.LarkError:

@@ -8,7 +8,7 @@ MODULES = Path(__file__).resolve().parent.parent / "modules"
 
 # Top-level modules that everything may use: plain data and syntax, no models or jobs.
 FOUNDATION = {"modules.paths", "modules.cmd_args", "modules.options", "modules.prompt_parser",
-              "modules.infotext_utils", "modules.localization", "modules.extensions"}
+              "modules.infotext_utils", "modules.localization", "modules.extensions", "modules.user_files"}
 LAYERS = {
     "modules.models": 1,
     "modules.conditioning": 2,

@@ -1,6 +1,8 @@
 """Listing, hashing, switching checkpoints and VAEs, as a user does from the top bar."""
 import argparse
+import errno
 import hashlib
+import json
 import shutil
 
 import pytest
@@ -187,3 +189,42 @@ def test_a_path_outside_the_scan_is_no_checkpoint_and_is_never_opened(data_dir, 
     assert str(outside) not in (manager.paths.cache_file.read_text() if manager.paths.cache_file.exists() else "")
     manager.load(str(data_dir / "models" / "Stable-diffusion" / "tiny-sd1.safetensors"))  # a listed file, by path
     assert manager.current.file.name == "tiny-sd1.safetensors"
+
+
+@pytest.mark.parametrize("content", ["[]", "123", "null", '{"hashes": []}', '{"hashes": 5}', "{truncated"])
+def test_a_corrupt_hash_cache_is_kept_aside_and_the_cache_starts_empty(tmp_path, caplog, content):
+    cache_file = tmp_path / "cache.json"
+    cache_file.write_text(content)
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"weights")
+    cache = HashCache(cache_file)
+    assert cache.cached(model) is None
+    assert cache.sha256(model) == hashlib.sha256(b"weights").hexdigest()
+    bad = list(tmp_path.glob("cache.json.bad-*"))
+    assert len(bad) == 1 and bad[0].read_text() == content and bad[0].name in caplog.text
+    assert HashCache(cache_file).cached(model) == hashlib.sha256(b"weights").hexdigest()
+
+
+def test_hash_cache_skips_bad_entries_and_keeps_other_sections(tmp_path):
+    cache_file = tmp_path / "cache.json"
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"weights")
+    cache_file.write_text(json.dumps({"hashes": {str(model.resolve()): 1, "x": {"sha256": None}},
+                                      "safetensors-metadata": {"kept": 1}}))
+    cache = HashCache(cache_file)
+    assert cache.cached(model) is None
+    cache.sha256(model)
+    data = json.loads(cache_file.read_text())
+    assert data["safetensors-metadata"] == {"kept": 1} and list(data["hashes"]) == [str(model.resolve())]
+
+
+def test_a_full_disk_costs_the_hash_cache_nothing_but_a_warning(tmp_path, monkeypatch, caplog):
+    def full(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("modules.user_files.os.replace", full)
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"weights")
+    assert HashCache(tmp_path / "cache.json").sha256(model) == hashlib.sha256(b"weights").hexdigest()
+    assert "disk full" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

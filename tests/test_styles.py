@@ -1,4 +1,6 @@
 """Prompt styles: A1111's styles.csv format and its apply / extract semantics."""
+import errno
+
 import pytest
 
 from modules.conditioning.styles import PromptStyle, StyleDatabase, StyleError
@@ -133,17 +135,27 @@ def test_first_save_creates_file_and_backup_holds_previous_version(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["styles.csv", "styles.csv.bak"]  # no temp file left
 
 
-def test_failed_write_changes_nothing(db, monkeypatch):
+@pytest.mark.parametrize("error, message", [(OSError(errno.ENOSPC, "No space left on device"), "disk full"),
+                                            (OSError(errno.EACCES, "Permission denied"), "cannot write styles")])
+def test_failed_write_changes_nothing(db, monkeypatch, error, message):
+    db.save_style(PromptStyle("first", "x"))  # now there is a backup
     before = db.path.read_bytes()
 
     def fail(*_):
-        raise OSError("disk full")
+        raise error
 
-    monkeypatch.setattr("modules.conditioning.styles.os.replace", fail)
-    with pytest.raises(OSError):
+    monkeypatch.setattr("modules.user_files.os.replace", fail)
+    with pytest.raises(StyleError, match=message):
         db.save_style(PromptStyle("new", "x"))
     assert "new" not in db.styles and db.path.read_bytes() == before
-    assert sorted(p.name for p in db.path.parent.iterdir()) == ["styles.csv", "styles.csv.bak"]
+    assert sorted(p.name for p in db.path.parent.iterdir()) == ["styles.csv", "styles.csv.bak"]  # no temp file
+
+
+def test_save_keeps_styles_another_program_added(db):
+    with open(db.path, "a", encoding="utf-8", newline="") as f:
+        f.write("added elsewhere,by hand,\r\n")
+    db.save_style(PromptStyle("new", "x"))
+    assert {"added elsewhere", "new"} <= set(StyleDatabase(db.path).names())
 
 
 @pytest.mark.parametrize("name", ["", "  ", "#comment"])

@@ -192,9 +192,10 @@ def test_preview_route_needs_the_page_login(tmp_path):
     with gr.Blocks() as demo:
         gr.Markdown("the page")
     demo.extra_network_previews = PreviewFiles()
+    demo.download_folder = tmp_path
     url = f"/{PREVIEW_ROUTE}/" + demo.extra_network_previews.publish("lora", [_card("pencil", picture)])[picture]
     args = Namespace(api=False, nowebui=False, api_auth=None, cors_allow_origins=None,
-                     cors_allow_origins_regex=None, theme=None)
+                     cors_allow_origins_regex=None, theme=None, max_upload_size=None)
     client = TestClient(webui.create_server_app(args, webui.WebUI(demo, None, None), [("ann", "secret")]))
     assert client.get(url).status_code == 401
     assert client.post("/login", data={"username": "ann", "password": "wrong"}).status_code == 400

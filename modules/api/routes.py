@@ -18,6 +18,8 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from PIL import Image, UnidentifiedImageError
@@ -34,14 +36,17 @@ from modules.generation import (
     Txt2ImgRequest,
     saving,
 )
+from modules.generation.requests import MAX_INPUT_PIXELS, check_picture
 from modules.generation.worker import GenerationWorker
 from modules.models.checkpoint_io import CheckpointError
 from modules.models.memory import memory_report
-from modules.options import Options
+from modules.options import PATH_SETTINGS, Options, SettingError
 from modules.postprocessing import extras
 from modules.sampling.samplers import SAMPLERS
 from modules.sampling.schedules import SCHEDULERS
+from modules.user_files import DiskFullError
 
+SECRET_FLAGS = ("gradio_auth", "api_auth")
 MODEL_FIELDS = ("sd_model_checkpoint", "sd_vae")  # options that switch models rather than just being set
 
 log = logging.getLogger(__name__)
@@ -189,9 +194,15 @@ def decode_image(data: str, what: str = "image") -> Image.Image:
         data = data.split(",", 1)[-1]
     try:
         raw = base64.b64decode(data, validate=False)
-        image = Image.open(io.BytesIO(raw))
+        image = Image.open(io.BytesIO(raw))  # reads the header: a small file can claim a huge size
+        check_picture(what, image)
         image.load()
         return image
+    except Image.DecompressionBombError as e:
+        raise ApiError(422, f"{what}: the picture is too large to decode "
+                            f"(at most {MAX_INPUT_PIXELS // 1_000_000} megapixels are supported)") from e
+    except GenerationError as e:
+        raise ApiError(422, str(e)) from e
     except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as e:
         raise ApiError(422, f"{what}: not a readable base64-encoded picture ({e.__class__.__name__})") from e
 
@@ -209,6 +220,7 @@ class ApiServices:
     save_settings: typing.Callable[[], None]
     cmd_flags: dict[str, Any]
     frozen_settings: bool = False
+    hide_dir_settings: bool = False  # --hide-ui-dir-config: PATH_SETTINGS cannot be changed
 
 
 def _credentials_check(credentials: list[tuple[str, str]] | None):
@@ -234,10 +246,44 @@ def create_router(services: ApiServices, credentials: list[tuple[str, str]] | No
     return router
 
 
+def install_docs(app, credentials: list[tuple[str, str]] | None = None) -> None:
+    """/docs and /openapi.json behind the API's password: they describe the API to whoever may use it."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    check = _credentials_check(credentials)
+    guard = [Depends(check)] if check else []
+    app.add_api_route("/openapi.json", lambda: JSONResponse(app.openapi()), methods=["GET"], dependencies=guard,
+                      include_in_schema=False)
+    app.add_api_route("/docs", lambda: get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs"),
+                      methods=["GET"], dependencies=guard, include_in_schema=False)
+
+
 def install_error_handler(app) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):  # noqa: ARG001 (FastAPI's signature)
-        return JSONResponse(status_code=exc.status, content={"error": type(exc).__name__, "detail": str(exc)})
+        return JSONResponse(status_code=exc.status, content={"error": type(exc).__name__, "detail": _text(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError):  # noqa: ARG001
+        """FastAPI's 422, without the echoed input where JSON cannot hold it (NaN, infinity, a lone surrogate)."""
+        return JSONResponse(status_code=422, content={"detail": [_writable_error(e) for e in exc.errors()]})
+
+
+def _writable_error(error: dict) -> dict:
+    """One of pydantic's errors as JSON can hold it: as it is, else without the input, else as plain text."""
+    for candidate in (error, {k: v for k, v in error.items() if k not in ("input", "ctx")}):
+        try:
+            encoded = jsonable_encoder(candidate)
+            json.dumps(encoded, allow_nan=False, ensure_ascii=False).encode("utf-8")
+            return encoded
+        except (ValueError, TypeError):  # NaN, infinity; UnicodeEncodeError (a lone surrogate) is a ValueError
+            pass
+    return {"type": _text(error.get("type")), "loc": [_text(part) for part in error.get("loc", ())],
+            "msg": _text(error.get("msg"))}
+
+
+def _text(value) -> str:
+    """str(value) with anything UTF-8 cannot hold (a lone surrogate a client sent) written as an escape."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class _Api:
@@ -312,9 +358,9 @@ class _Api:
     def _generate(self, req: Txt2ImgRequest, payload, warnings: list[str]) -> dict:
         for warning in warnings:
             log.warning("%s: %s", req.mode, warning)
-        overrides = dict(payload.override_settings or {})
-        option_values = self._checked_options({k: v for k, v in overrides.items() if k not in MODEL_FIELDS})
-        model_values = {k: overrides[k] for k in MODEL_FIELDS if k in overrides}
+        overrides = self._checked_options(dict(payload.override_settings or {}))
+        option_values = {k: v for k, v in overrides.items() if k not in MODEL_FIELDS}
+        model_values = {k: v for k, v in overrides.items() if k in MODEL_FIELDS}
         try:
             result = self.worker.run(req, option_overrides=option_values, models=model_values,
                                      restore_models=payload.override_settings_restore_afterwards)
@@ -414,17 +460,16 @@ class _Api:
         return asdict(self.ctx.options)
 
     def _checked_options(self, values: dict[str, Any]) -> dict[str, Any]:
-        known = {f.name: f for f in fields(Options)}
+        """The values as their settings hold them: 422 naming a setting whose value does not fit it, 403 for a
+        changed path setting with --hide-ui-dir-config (an unchanged one passes, so GET-modify-POST works)."""
         out = {}
         for name, value in values.items():
-            if name not in known:
-                raise ApiError(422, f"unknown setting {name!r}")
-            default = getattr(Options(), name)
-            if isinstance(default, bool) != isinstance(value, bool) or (
-                    isinstance(default, float) and not isinstance(value, int | float)) or (
-                    not isinstance(default, float | bool) and not isinstance(value, type(default))):
-                raise ApiError(422, f"setting {name}: expected {type(default).__name__}, got {value!r}")
-            out[name] = type(default)(value)
+            try:
+                out[name] = Options.check(name, value)
+            except SettingError as e:
+                raise ApiError(422, str(e)) from e
+            if self.s.hide_dir_settings and name in PATH_SETTINGS and out[name] != getattr(self.ctx.options, name):
+                raise ApiError(403, f"setting {name}: folders cannot be changed (--hide-ui-dir-config)")
         return out
 
     def set_options(self, values: dict[str, Any]):
@@ -432,26 +477,31 @@ class _Api:
         one starts with all of the new ones."""
         if self.s.frozen_settings:
             raise ApiError(403, "settings are frozen (--freeze-settings)")
-        plain = self._checked_options({k: v for k, v in values.items() if k not in MODEL_FIELDS})
+        checked = self._checked_options(values)
 
         def apply() -> None:
             manager = self.ctx.models
-            if "sd_model_checkpoint" in values:
-                manager.load(str(values["sd_model_checkpoint"]))
-            if "sd_vae" in values:
-                manager.set_vae(str(values["sd_vae"]))
-            for name, value in plain.items():
-                setattr(self.ctx.options, name, value)
+            if checked.get("sd_model_checkpoint"):  # "" (none loaded yet, sent back by GET-modify-POST) is no choice
+                manager.load(checked["sd_model_checkpoint"])
+            if "sd_vae" in checked:
+                manager.set_vae(checked["sd_vae"])
+            for name, value in checked.items():
+                if name not in MODEL_FIELDS:
+                    setattr(self.ctx.options, name, value)
             self.s.save_settings()
 
         try:
             self.worker.with_lock(apply)
         except CheckpointError as e:
             raise ApiError(422, str(e)) from e
+        except OSError as e:
+            raise ApiError(507 if isinstance(e, DiskFullError) else 500,
+                           f"the settings are in effect until restart but were not saved: {e}") from e
         return None
 
     def cmd_flags(self):
-        return self.s.cmd_flags
+        """The flags, with the values of --gradio-auth and --api-auth masked (A1111 shows the passwords)."""
+        return {name: "***" if name in SECRET_FLAGS and value else value for name, value in self.s.cmd_flags.items()}
 
     # ---- lists ---------------------------------------------------------------------------------
     def samplers(self):

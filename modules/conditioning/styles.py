@@ -7,15 +7,15 @@ parameters can be shown as the user's own text plus the styles that were applied
 from __future__ import annotations
 
 import csv
+import io
 import logging
-import os
 import re
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from modules import user_files
 
 log = logging.getLogger(__name__)
 
@@ -147,40 +147,49 @@ class StyleDatabase:
             raise ValueError("a style needs a name, not starting with '#' (that marks a comment line)")
         with self._lock:
             self._check_writable()
-            self._write({**self.styles, style.name: style})
+            styles = self._current()
+            self._write({**styles, style.name: style})
 
     def delete_style(self, name: str) -> bool:
         """Remove a style and write the file; False if there was no such style."""
         with self._lock:
             self._check_writable()
-            if name not in self.styles:
+            styles = self._current()
+            if name not in styles:
+                self.styles = styles
                 return False
-            self._write({k: v for k, v in self.styles.items() if k != name})
+            self._write({k: v for k, v in styles.items() if k != name})
             return True
 
     def _check_writable(self) -> None:
         if self.error:
-            raise StyleError(f"{self.error}. Fix or remove that file before saving styles, "
-                             f"so that it is not overwritten.")
+            raise StyleError(self._refusal())
+
+    def _refusal(self) -> str:
+        return f"{self.error}. Fix or remove that file before saving styles, so that it is not overwritten."
+
+    def _current(self) -> dict[str, PromptStyle]:
+        """The file's styles as they are now: the user may have edited it since it was read."""
+        try:
+            return self._read() if self.path.exists() else {}
+        except (OSError, UnicodeDecodeError, csv.Error, StyleError) as e:
+            self.error = f"cannot read styles from {self.path}: {e}"
+            raise StyleError(self._refusal()) from e
 
     def _write(self, styles: dict[str, PromptStyle]) -> None:
-        """Write `styles` to a temporary file next to the real one, keep the old file as .bak, swap
-        the new one in, and only then adopt `styles`: a failed write changes nothing."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+        """Keep the old file as .bak, swap the new one in (user_files.write_atomically), and only then adopt
+        `styles`: a failed write changes nothing."""
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=COLUMNS)  # \r\n line ends and utf-8-sig, as A1111 writes it
+        writer.writeheader()
+        writer.writerows(asdict(s) for s in styles.values())
         try:
-            # utf-8-sig and \r\n line ends, as A1111 writes the file
-            with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=COLUMNS)
-                writer.writeheader()
-                writer.writerows(asdict(s) for s in styles.values())
-                f.flush()
-                os.fsync(f.fileno())
-            if self.path.exists():
-                shutil.copymode(self.path, tmp)
-                shutil.copy2(self.path, self.path.with_name(self.path.name + ".bak"))
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            with user_files.locked(self.path):
+                if self.path.exists():
+                    user_files.write_atomically(self.path.with_name(self.path.name + ".bak"), self.path.read_bytes())
+                user_files.write_atomically(self.path, text.getvalue(), encoding="utf-8-sig")
+        except user_files.DiskFullError as e:
+            raise StyleError(str(e)) from e
+        except OSError as e:
+            raise StyleError(f"cannot write styles to {self.path}: {e}") from e
         self.styles = styles

@@ -157,17 +157,40 @@ class PromptTokenizer:
         return sorted({emb.name for c in chunks for _, emb in c.fixes})
 
 
+COUNTED_STEPS_LIMIT = 1000
+MAX_ENCODED_CHARACTERS = 200_000  # about 50,000 tokens: 700 chunks of 75 to encode and hold per prompt
+
+
+def distinct_texts(schedules: list[list[list]]) -> list[str]:
+    """The texts to encode for these schedules, each once; raises `PromptTooComplexError` where prompt editing
+    and alternation make more text than `MAX_ENCODED_CHARACTERS` (each variant is encoded and held)."""
+    texts = list(dict.fromkeys(text for schedule in schedules for _, text in schedule))
+    size = sum(map(len, texts))
+    if size > MAX_ENCODED_CHARACTERS:
+        raise prompt_parser.PromptTooComplexError(
+            f"prompt makes {len(texts)} different texts to encode (prompt editing and alternation) of {size} "
+            f"characters together; at most {MAX_ENCODED_CHARACTERS} are supported")
+    return texts
+
+
 def prompt_token_count(tokenizer: PromptTokenizer, prompt: str, steps: int, is_negative: bool = False
                        ) -> tuple[int, int]:
-    """(tokens, limit) for the UI counter ("80/150"): the longest text any step of the prompt uses."""
+    """(tokens, limit) for the UI counter ("80/150"): the longest text any step of the prompt uses.
+
+    Called on every keystroke with whatever the page sends: a prompt too complex for the parsers, or with too
+    many variants, is counted as plain text, and steps are capped (a job refuses more than that anyway)."""
     text, _ = extra_networks.parse_prompt(prompt)
+    steps = max(1, min(int(steps), COUNTED_STEPS_LIMIT))
     try:
+        prompt_parser.check_prompt_complexity(text)
         flat = [text] if is_negative else prompt_parser.get_multicond_prompt_list([text])[1]
-        schedules = prompt_parser.get_learned_conditioning_prompt_schedules(flat, steps)
+        texts = distinct_texts(prompt_parser.get_learned_conditioning_prompt_schedules(flat, steps))
+    except prompt_parser.PromptTooComplexError:
+        count = len(tokenizer.token_ids([text])[0])
+        return count, target_token_count(count)
     except Exception:  # the counter must never fail while the user types
-        schedules = [[[steps, text]]]
-    counts = [tokenizer.tokenize_line(t)[1] for schedule in schedules for _, t in schedule]
-    count = max(counts)
+        texts = [text]
+    count = max(tokenizer.tokenize_line(t)[1] for t in texts)
     return count, target_token_count(count)
 
 
@@ -320,10 +343,12 @@ def learned_conditioning(encoder: PromptEncoder, prompts: Iterable[str], steps: 
                          use_old_scheduling: bool = False, is_negative: bool = False,
                          cache: ConditioningCache | None = None, context_key: tuple = ()
                          ) -> list[list[ScheduledConditioning]]:
-    """For each prompt its conditioning schedule (prompt editing and alternation resolved)."""
+    """For each prompt its conditioning schedule (prompt editing and alternation resolved).
+    Raises `prompt_parser.PromptTooComplexError` for prompts too complex to parse or encode."""
     prompts = list(prompts)
     schedules = prompt_parser.get_learned_conditioning_prompt_schedules(prompts, steps, hires_steps,
                                                                        use_old_scheduling)
+    distinct_texts(schedules)
     out = []
     for schedule in schedules:
         conds = _cached_encode(encoder, [text for _, text in schedule], is_negative, cache, context_key)

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import psutil
 import torch
 from PIL import Image
 
-from modules import infotext_utils
+from modules import infotext_utils, prompt_parser
 from modules.conditioning import extra_networks
 from modules.conditioning.text import (
     ConditioningCache,
@@ -27,7 +28,7 @@ from modules.conditioning.text import (
 )
 from modules.generation import saving
 from modules.generation.progress import GenerationState
-from modules.generation.requests import VERSION, GenerationError, GenerationRequest, GenerationResult
+from modules.generation.requests import VERSION, GenerationError, GenerationRequest, GenerationResult, check_prompt
 from modules.models.checkpoint_io import CheckpointError
 from modules.options import Options
 from modules.sampling import preview, rng
@@ -85,6 +86,18 @@ class RefinerSwitch:
     switch_at: float  # fraction of the steps after which the refiner takes over
 
 
+DECODER_TENSORS_ALIVE = 4  # input, normalised, convolved and residual activations of a decoder block
+BYTES_PER_KEPT_PIXEL = 3 * 3  # RGB, plus its encoded copies in the answer (PNG, base64)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes a job can still allocate on `device`: free GPU memory plus what torch holds unused, or free RAM."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return psutil.virtual_memory().available
+
+
 def fix_seed(seed: int | None) -> int:
     return int(random.randrange(4294967294)) if seed is None or int(seed) == -1 else int(seed)
 
@@ -122,6 +135,7 @@ class Job:
     """One request being carried out: what every mode shares."""
 
     def __init__(self, req: GenerationRequest, ctx: ProcessingContext):
+        req.validate()
         self.req = req
         self.ctx = ctx
         self.opts = ctx.options
@@ -133,10 +147,7 @@ class Job:
                                   f"supported yet")
         self.model = model
         self.base = model  # what the infotext names, even after a switch to the refiner
-        if req.width % 8 or req.height % 8 or req.width < 8 or req.height < 8:
-            raise GenerationError(f"width and height must be positive multiples of 8 (got {req.width}x{req.height})")
-        if req.steps < 1 or req.batch_size < 1 or req.n_iter < 1:
-            raise GenerationError("steps, batch size and batch count must be at least 1")
+        self.check_memory(req.width, req.height)
         self.sampler = sampler_by_name(req.sampler_name)
         self.warnings: list[str] = []
         self.generation_params: dict = {}  # infotext keys added on the way (A1111's extra_generation_params)
@@ -154,6 +165,8 @@ class Job:
         if req.styles and ctx.styles is not None:
             prompt = ctx.styles.apply_to_prompt(prompt, req.styles)
             negative = ctx.styles.apply_to_negative(negative, req.styles)
+            check_prompt("prompt (with its styles)", prompt)
+            check_prompt("negative_prompt (with its styles)", negative)
         total = req.batch_size * req.n_iter
         self.seed = fix_seed(req.seed)
         self.subseed = fix_seed(req.subseed)
@@ -164,6 +177,26 @@ class Job:
         self.all_negative = [negative] * total
         self.applied_loras: list = []
         self.refiner_info: dict = {}
+
+    def check_memory(self, width: int, height: int) -> None:
+        """Refuse a size and batch whose decoding cannot fit before starting, rather than exhausting memory.
+
+        The estimate is the VAE decoder's widest stage: per pixel of the batch, its full-resolution channels,
+        a few tensors of them alive at once. The pictures of the whole job are held until the answer too."""
+        req, model = self.req, self.model
+        device = model.policy.device
+        channels = model.spec.vae_config["block_out_channels"][0]
+        element = torch.empty((), dtype=model.policy.vae.compute).element_size()
+        decode = req.batch_size * width * height * channels * element * DECODER_TENSORS_ALIVE
+        free = free_memory(device)
+        if decode > free:
+            raise GenerationError(f"width/height/batch_size: {width}x{height} x {req.batch_size} needs about "
+                                  f"{decode / 2**30:.1f} GiB to decode; {free / 2**30:.1f} GiB is free on {device}")
+        kept = req.batch_size * req.n_iter * width * height * BYTES_PER_KEPT_PIXEL
+        ram = free_memory(torch.device("cpu"))
+        if kept > ram:
+            raise GenerationError(f"n_iter/batch_size: {req.n_iter} x {req.batch_size} pictures of {width}x{height} "
+                                  f"need about {kept / 2**30:.1f} GiB to hold; {ram / 2**30:.1f} GiB of RAM is free")
 
     # ---- the loop ----
     def run(self, mode: Mode) -> GenerationResult:
@@ -231,6 +264,12 @@ class Job:
         return cleaned
 
     def conds(self, prompts: list[str], negatives: list[str], steps: int, hires_steps: int | None = None):
+        try:
+            return self._conds(prompts, negatives, steps, hires_steps)
+        except prompt_parser.PromptTooComplexError as e:
+            raise GenerationError(f"prompt/negative_prompt: {e}") from e
+
+    def _conds(self, prompts: list[str], negatives: list[str], steps: int, hires_steps: int | None):
         key = self._context_key()
         uc = learned_conditioning(self.prompt_encoder, negatives, steps, hires_steps, self.opts.use_old_scheduling,
                                   is_negative=True, cache=self.ctx.cond_cache, context_key=key)

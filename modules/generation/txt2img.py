@@ -17,6 +17,7 @@ from modules.generation.job import (
 from modules.generation.requests import (
     IMAGE_UPSCALERS,
     LATENT_UPSCALE_MODES,
+    MAX_SIDE,
     GenerationError,
     GenerationResult,
     Txt2ImgRequest,
@@ -55,6 +56,12 @@ class Txt2Img:
                                   f"{', '.join(list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS))}")
         self.hr_sampler = sampler_by_name(req.hr_sampler_name) if req.enable_hr and req.hr_sampler_name not in (
             None, "", "Use same sampler") else None
+        if req.enable_hr:
+            width, height = hires_size(req)
+            which = "hr_resize_x/hr_resize_y" if req.hr_resize_x or req.hr_resize_y else "hr_scale"
+            if not (8 <= width <= MAX_SIDE and 8 <= height <= MAX_SIDE):
+                raise GenerationError(f"{which}: the hires pass would be {width}x{height}; each side must be 8 to "
+                                      f"{MAX_SIDE}")
         self.refiner = RefinerSwitch(req.refiner_checkpoint, req.refiner_switch_at) if (
             req.refiner_checkpoint and req.refiner_checkpoint != "None" and req.refiner_switch_at < 1) else None
 
@@ -112,4 +119,7 @@ class Txt2Img:
 
 def process_txt2img(req: Txt2ImgRequest, ctx: ProcessingContext) -> GenerationResult:
     job = Job(req, ctx)
-    return job.run(Txt2Img(req))
+    mode = Txt2Img(req)
+    if req.enable_hr:
+        job.check_memory(*hires_size(req))
+    return job.run(mode)

@@ -1,16 +1,17 @@
 """SHA-256 of model files, cached in a JSON file so a restart does not re-read gigabytes.
 
 A1111 shows the first 10 hex digits ("Model hash: 6ce0161689"). An entry is reused while the
-file's size and modification time are unchanged.
+file's size and modification time are unchanged. A cache file of the wrong shape is kept as
+cache.json.bad-<date> and the cache starts empty; other top-level keys of the file are kept on save.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import threading
 from pathlib import Path
+
+from modules import user_files
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,14 @@ class HashCache:
     def __init__(self, cache_file: Path):
         self.cache_file = cache_file
         self._lock = threading.Lock()
-        self._entries: dict[str, dict] = {}
-        if cache_file.is_file():
-            try:
-                self._entries = json.loads(cache_file.read_text(encoding="utf-8")).get("hashes", {})
-            except (OSError, ValueError) as e:
-                log.warning("ignoring unreadable hash cache %s: %s", cache_file, e)
+        self._entries = self._read_entries()
+
+    def _read_entries(self) -> dict[str, dict]:
+        entries = user_files.read_json_object(self.cache_file).get("hashes", {})
+        if not isinstance(entries, dict):
+            user_files.quarantine(self.cache_file, f'"hashes" is a {type(entries).__name__}, not an object')
+            return {}
+        return {path: e for path, e in entries.items() if _is_entry(e)}
 
     @staticmethod
     def _stamp(path: Path) -> tuple[float, int]:
@@ -66,7 +69,16 @@ class HashCache:
         return digest
 
     def _save(self) -> None:
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"hashes": self._entries}, indent=1), encoding="utf-8")
-        os.replace(tmp, self.cache_file)
+        """A cache that cannot be written (disk full...) costs a re-hash next time, nothing more."""
+        try:
+            with user_files.locked(self.cache_file):
+                data = user_files.read_json_object(self.cache_file)
+                data["hashes"] = self._entries
+                user_files.write_json(self.cache_file, data)
+        except OSError as e:
+            log.warning("hash cache not saved: %s", e)
+
+
+def _is_entry(entry: object) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("mtime"), int | float) and isinstance(entry.get("size"), int))

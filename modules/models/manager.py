@@ -161,6 +161,8 @@ class ModelManager:
             model = self.current
             if model is not None:
                 swap_vae(model, self._resolve_vae(choice, model.file), self.allow_unsafe_pickle)
+            elif choice not in self.vae_choices() and not any(Path(v.name).name == choice for v in self._vaes):
+                raise CheckpointError(str(choice), f"no such VAE (available: {', '.join(self.vae_choices())})")
             self.options.sd_vae = choice
             return model
 

@@ -5,6 +5,7 @@ The generation parameters an image carries are kept, with the upscale settings a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from PIL import Image
 
 from modules.generation import saving
 
+MAX_SCALE = 16  # A1111's page stops at 8
+MAX_SIDE = 16384  # of a result; its pixels are limited too (upscale)
 UPSCALERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST, "Bicubic": Image.BICUBIC}
 
 
@@ -30,6 +33,23 @@ class ExtrasRequest:
     upscaler_2: str = "None"
     extras_upscaler_2_visibility: float = 0.0
     save: bool = True
+
+    def validate(self) -> None:
+        """Refuse values that cannot be carried out (NaN, infinity, unknown modes), naming the field."""
+        if self.resize_mode not in (0, 1):
+            raise PostprocessError(f"resize_mode: {self.resize_mode} is not 0 (scale by) or 1 (scale to)")
+        for name in ("upscaling_resize", "extras_upscaler_2_visibility"):
+            if not math.isfinite(getattr(self, name)):
+                raise PostprocessError(f"{name}: {getattr(self, name)} is not a finite number")
+        if not 0 <= self.extras_upscaler_2_visibility <= 1:
+            raise PostprocessError(f"extras_upscaler_2_visibility: {self.extras_upscaler_2_visibility} is out of "
+                                   f"range; give 0 to 1")
+        if self.resize_mode == 0 and not 0 < self.upscaling_resize <= MAX_SCALE:
+            raise PostprocessError(f"upscaling_resize: {self.upscaling_resize} is out of range; give a factor above "
+                                   f"0 and up to {MAX_SCALE}")
+        for name in ("upscaling_resize_w", "upscaling_resize_h"):
+            if self.resize_mode == 1 and not 1 <= getattr(self, name) <= MAX_SIDE:
+                raise PostprocessError(f"{name}: {getattr(self, name)} is out of range; give 1 to {MAX_SIDE}")
 
 
 def target_size(req: ExtrasRequest, size: tuple[int, int]) -> tuple[int, int]:
@@ -91,6 +111,7 @@ def _merged_infotext(original: str | None, params: dict) -> str:
 def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Path
                ) -> tuple[list[Image.Image], list[str], list[Path]]:
     """Upscale each picture; saved under outputs/extras-images/DATE when `req.save`."""
+    req.validate()
     results, texts, paths = [], [], []
     for picture in pictures:
         image, params = upscale(picture, req)

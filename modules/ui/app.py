@@ -7,13 +7,12 @@ from pathlib import Path
 import gradio as gr
 
 from modules.generation.worker import GenerationWorker
-from modules.localization import list_localizations, load_localization
+from modules.localization import list_localizations, load_localization, localization_folders
 from modules.models.manager import ModelManager
 from modules.paths import REPO_ROOT
 from modules.ui import extensions, extras, generation, networks, paste, quicksettings, settings
 from modules.ui.ui_config import apply_ui_config
 
-LOCALIZATION_DIRS = [REPO_ROOT / "localizations"]
 CSS = """
 .progress { position: relative; height: 1.6em; background: var(--block-background-fill);
             border: 1px solid var(--border-color-primary); border-radius: 4px; overflow: hidden; }
@@ -95,12 +94,13 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
               extensions_dir: Path = REPO_ROOT / "extensions") -> gr.Blocks:
     current = manager.current
     size = current.spec.native_size if current is not None else 512
+    translation_folders = localization_folders(REPO_ROOT, extensions_dir)
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         checkpoint, status, switch_checkpoint = quicksettings.build(manager, save_settings, worker)
         previews = networks.PreviewFiles()
         with gr.Tabs(elem_id="tabs") as main_tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
-                t2i = generation.build_txt2img(worker, previews, size)
+                t2i = generation.build_txt2img(worker, previews, size, show_dir_fields)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
                 i2i = generation.build_img2img(worker, previews, size, show_dir_fields)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
@@ -111,7 +111,7 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
                 extensions.build(extensions_dir)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings.build(manager.options, save_settings, worker.with_lock, freeze_settings, show_dir_fields,
-                               list_localizations(LOCALIZATION_DIRS))
+                               list_localizations(translation_folders))
         for tab in (t2i, i2i):
             paste.wire_paste_button(tab)
             _wire_send_buttons(tab, i2i, extras_image, main_tabs)
@@ -119,11 +119,12 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
                                        switch_checkpoint)
         _follow_native_size(manager, checkpoint, size, [t2i["controls"], i2i["controls"]])
         translations = gr.JSON(visible=False)
-        demo.load(lambda: load_localization(LOCALIZATION_DIRS, manager.options.localization), outputs=translations,
+        demo.load(lambda: load_localization(translation_folders, manager.options.localization), outputs=translations,
                   api_visibility="private"
                   ).then(None, inputs=translations, js="(d) => { window.applyLocalization(d); }",
                          api_visibility="private")
         if ui_config_file is not None:
             apply_ui_config(demo, ui_config_file)
     demo.extra_network_previews = previews  # for the server's preview route (webui.create_server_app)
+    demo.download_folder = worker.ctx.outputs_dir / "saved"  # where Save and Zip put the files the page offers
     return demo

@@ -8,6 +8,7 @@ import gradio as gr
 from PIL import Image
 
 from modules.postprocessing.extras import UPSCALERS, ExtrasRequest, PostprocessError, pictures_in, run_extras
+from modules.ui.generation import DIR_ACCESS_REFUSED
 
 
 def build(outputs_dir: Path, show_dir_fields: bool) -> gr.Image:
@@ -69,8 +70,10 @@ def build(outputs_dir: Path, show_dir_fields: bool) -> gr.Image:
                             pictures.append(im.copy())
                     except OSError as e:
                         problems.append(f"{Path(str(f)).name}: not a readable image ({e})")
-            else:
+            elif show_dir_fields:
                 pictures, problems = pictures_in(Path(in_dir or ""))
+            else:  # the tab is hidden, but its select event can still set the mode
+                raise PostprocessError(DIR_ACCESS_REFUSED)
             if not pictures:
                 raise PostprocessError("no picture to process")
             target = Path(out_dir) if tab == "directory" and out_dir else outputs_dir

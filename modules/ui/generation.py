@@ -33,6 +33,8 @@ from modules.ui import networks
 
 log = logging.getLogger(__name__)
 HIRES_UPSCALERS = list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)
+DIR_ACCESS_REFUSED = ("Folders on the server cannot be used from the page: it was started with --hide-ui-dir-config "
+                      "(implied by --listen, --share and --server-name unless --enable-insecure-extension-access).")
 
 
 def progress_html(s: ProgressSnapshot) -> str:
@@ -110,7 +112,17 @@ def build_request(cls, values: dict[str, object], **computed):
     unknown = values.keys() - defaults.keys()
     if unknown:
         raise TypeError(f"{cls.__name__} has no fields {sorted(unknown)}")
-    return cls(**{name: _as_type_of(defaults[name], value) for name, value in values.items()}, **computed)
+    converted = {}
+    for name, value in values.items():
+        try:
+            converted[name] = _as_type_of(defaults[name], value)
+        except (TypeError, ValueError, OverflowError) as e:  # NaN or infinity for a whole number, ...
+            raise GenerationError(f"{name}: {value!r} is not a valid value ({e})") from e
+    return cls(**converted, **computed)
+
+
+def error_html(e: Exception) -> str:
+    return f"<p class='error'>❌ {html.escape(str(e))}</p>"
 
 
 def _as_type_of(default, value):
@@ -240,7 +252,8 @@ def output_panel(tab: str, worker: GenerationWorker, show_dir_fields: bool = Tru
 
     save.click(save_selected, inputs=[gallery, selected, last], outputs=[download, notice], api_visibility="private")
     save_zip.click(zip_all, inputs=[gallery, last], outputs=[download, notice], api_visibility="private")
-    open_folder.click(open_outputs, outputs=notice, api_visibility="private")
+    if show_dir_fields:  # with --hide-ui-dir-config there is no event a client could call to start a file manager
+        open_folder.click(open_outputs, outputs=notice, api_visibility="private")
     return progress, gallery, info, send, selected, last
 
 
@@ -294,7 +307,7 @@ def stream(worker: GenerationWorker, req):
                 last = {"seed": item.seeds[0] if item.seeds else -1, "infotexts": texts}
                 yield "", gallery, infotext_html(item), last
     except GenerationError as e:
-        yield "", gr.skip(), f"<p class='error'>❌ {html.escape(str(e))}</p>", gr.skip()
+        yield "", gr.skip(), error_html(e), gr.skip()
     except Exception as e:  # a bug or the device failing: say so, keep the page and the server alive
         log.exception("generation failed")
         hint = (" Not enough memory: try a smaller size or batch, or start with --medvram / --lowvram."
@@ -307,7 +320,8 @@ def _forever(tab: str) -> dict:
     return dict(fn=None, js=f"() => window.generateForeverNext('{tab}')", api_visibility="private", queue=False)
 
 
-def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, default_size: int = 512):
+def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, default_size: int = 512,
+                  show_dir_fields: bool = True):
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste, styles = prompt_boxes("txt2img", worker, steps_proxy)
     checkpoint_box = networks.build("txt2img", worker, previews)
@@ -340,7 +354,7 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                                       elem_id="txt2img_refiner_switch_at")
             gr.Dropdown(["None"], value="None", label="Script", elem_id="txt2img_script")
         with gr.Column(scale=1):
-            progress, gallery, info, send, selected, last_seed = output_panel("txt2img", worker)
+            progress, gallery, info, send, selected, last_seed = output_panel("txt2img", worker, show_dir_fields)
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
     c.reuse_seed.click(lambda last: (last or {}).get("seed", -1), inputs=last_seed, outputs=c.seed, queue=False,
                        api_visibility="private")
@@ -352,7 +366,12 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                       "hr_negative_prompt": hr_negative, "refiner_checkpoint": refiner, "refiner_switch_at": switch_at}
 
     def run(**values):
-        yield from stream(worker, txt2img_request(values))
+        try:
+            req = txt2img_request(values)
+        except GenerationError as e:
+            yield "", gr.skip(), error_html(e), gr.skip()
+            return
+        yield from stream(worker, req)
 
     generate.click(run, inputs_kwargs=request_inputs, outputs=[progress, gallery, info, last_seed], api_name="txt2img",
                    concurrency_limit=1, concurrency_id="generate").then(**_forever("txt2img"))
@@ -467,8 +486,15 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
             image = _composite(inpaint_sketch)
         elif mode == "inpaint_upload":
             image, mask = upload_image, upload_mask
-        req = build_request(Img2ImgRequest, values, init_images=[image] if image is not None else [], mask=mask)
+        try:
+            req = build_request(Img2ImgRequest, values, init_images=[image] if image is not None else [], mask=mask)
+        except GenerationError as e:
+            yield "", gr.skip(), error_html(e), gr.skip()
+            return
         if mode == "batch":
+            if not show_dir_fields:  # the tab is hidden, but its select event can still set the mode
+                yield "", gr.skip(), f"<p class='error'>❌ {DIR_ACCESS_REFUSED}</p>", gr.skip()
+                return
             yield from _batch(worker, req, batch_input_dir, batch_output_dir, batch_mask_dir)
             return
         if image is None:

@@ -53,7 +53,7 @@ def build(manager: ModelManager, save_settings: Callable[[], None], worker: Gene
             try:
                 worker.with_lock(lambda: manager.load(title))  # never in the middle of a generation
                 save_settings()
-            except CheckpointError as e:
+            except (CheckpointError, OSError) as e:  # OSError: the choice works but could not be saved (disk full)
                 error = str(e)
         return titles_update(), model_status(manager, error)
 
@@ -62,7 +62,7 @@ def build(manager: ModelManager, save_settings: Callable[[], None], worker: Gene
         try:
             worker.with_lock(lambda: manager.set_vae(choice))
             save_settings()
-        except CheckpointError as e:
+        except (CheckpointError, OSError) as e:
             error = str(e)
         return gr.update(value=manager.options.sd_vae), model_status(manager, error)
 

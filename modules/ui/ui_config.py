@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import gradio as gr
+
+from modules import user_files
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,7 @@ def apply_ui_config(blocks: gr.Blocks, path: Path) -> list[str]:
                 setattr(component, attr, value)
     if added and readable:
         try:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(stored, indent=4, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, path)
+            user_files.write_atomically(path, json.dumps(stored, indent=4, ensure_ascii=False))
         except OSError as e:
             problems.append(f"{path}: cannot write it ({e})")
     for p in problems:

@@ -1,0 +1,168 @@
+"""The user's files on disk: atomic saves under concurrency and kill -9, corrupt files kept aside, disk full."""
+import errno
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from modules import user_files
+from modules.options import Options
+from tests.helpers import REPO
+
+
+def names_in(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_write_replaces_the_file_and_leaves_nothing_else(tmp_path):
+    path = tmp_path / "sub" / "config.json"
+    user_files.write_json(path, {"a": 1})
+    user_files.write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert names_in(path.parent) == ["config.json"]
+    assert oct(path.stat().st_mode & 0o777) == oct(user_files.NEW_FILE_MODE)
+
+
+def test_nan_is_never_written(tmp_path):
+    with pytest.raises(ValueError):
+        user_files.write_json(tmp_path / "config.json", {"s_noise": math.nan})
+    assert names_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("failing", ["os.replace", "os.fsync"])
+def test_disk_full_says_so_and_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch, failing):
+    path = tmp_path / "config.json"
+    Options(s_noise=0.5).save(path)
+    before = path.read_bytes()
+
+    def full(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(f"modules.user_files.{failing}", full)
+    with pytest.raises(user_files.DiskFullError, match="disk full") as caught:
+        Options(s_noise=0.9).save(path)
+    assert caught.value.errno == errno.ENOSPC and str(path) in str(caught.value)
+    assert path.read_bytes() == before
+    assert names_in(tmp_path) == ["config.json"]
+
+
+def test_concurrent_saves_never_tear_the_file_nor_lose_a_key(tmp_path):
+    """Settings saves, another tool adding its own keys (read, merge, write under the lock) and readers, all
+    at once: readers always find a whole JSON object and every key written survives."""
+    path = tmp_path / "config.json"
+    Options().save(path)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def guarded(fn):
+        def run():
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 (reported by the test)
+                errors.append(e)
+        return run
+
+    def save_settings(i: int):
+        for n in range(30):
+            Options(eta_noise_seed_delta=i * 100 + n).save(path)
+
+    def other_tool(i: int):
+        for n in range(20):
+            with user_files.locked(path):
+                data = user_files.read_json_object(path)
+                data[f"tool{i}_{n}"] = n
+                user_files.write_json(path, data)
+
+    def read():
+        while not done.is_set():
+            assert isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+
+    writers = [threading.Thread(target=guarded(lambda i=i: save_settings(i))) for i in range(5)]
+    writers += [threading.Thread(target=guarded(lambda i=i: other_tool(i))) for i in range(5)]
+    readers = [threading.Thread(target=guarded(read)) for _ in range(3)]
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join()
+    done.set()
+    for t in readers:
+        t.join()
+    assert not errors, errors[:3]
+    data = json.loads(path.read_text())
+    assert all(f"tool{i}_{n}" in data for i in range(5) for n in range(20))
+    assert Options.load(path).eta_noise_seed_delta % 100 == 29
+    assert names_in(tmp_path) == ["config.json"]
+
+
+SAVE_IN_A_LOOP = """
+import sys
+from pathlib import Path
+from modules.options import Options
+path = Path(sys.argv[1])
+n = 0
+print("saving", flush=True)
+while True:
+    n += 1
+    Options(eta_noise_seed_delta=n, outdir_txt2img_samples="x" * (n % 5000)).save(path)
+"""
+
+
+def test_a_writer_killed_mid_save_leaves_a_whole_file(tmp_path):
+    path = tmp_path / "config.json"
+    for delay in (0.3, 0.55, 0.8):
+        proc = subprocess.Popen([sys.executable, "-c", SAVE_IN_A_LOOP, str(path)], cwd=REPO,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "saving"
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        assert Options.load(path).eta_noise_seed_delta > 0  # parsed, not quarantined
+        assert not list(tmp_path.glob("config.json.bad-*"))
+
+
+@pytest.mark.parametrize("content", ["123", "null", "[]", '"text"', "{not json", "\udcff"])
+def test_a_corrupt_config_is_kept_aside_and_defaults_used(tmp_path, caplog, content):
+    path = tmp_path / "config.json"
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with caplog.at_level(logging.WARNING):
+        opts = Options.load(path)
+    assert opts == Options()
+    bad = list(tmp_path.glob("config.json.bad-*"))
+    assert len(bad) == 1 and bad[0].read_bytes() == content.encode("utf-8", "surrogateescape")
+    assert bad[0].name in caplog.text
+    opts.save(path)  # the next save starts a new file; the bad one stays
+    assert json.loads(path.read_text())["s_noise"] == 1.0 and bad[0].exists()
+
+
+def test_a_save_over_a_file_corrupted_since_start_keeps_it(tmp_path):
+    path = tmp_path / "config.json"
+    opts = Options.load(path)
+    path.write_text("{half a file")
+    opts.save(path)
+    assert [p.read_text() for p in tmp_path.glob("config.json.bad-*")] == ["{half a file"]
+    assert json.loads(path.read_text())["randn_source"] == "GPU"
+
+
+def test_bad_values_in_config_are_reported_and_defaults_kept(tmp_path, caplog):
+    path = tmp_path / "config.json"
+    path.write_text('{"s_noise": NaN, "randn_source": "XYZ", "samples_format": "exe", "eta_ddim": Infinity, '
+                    '"sd_model_checkpoint": 123, "localization": "../../etc/passwd", "CLIP_stop_at_last_layers": 2, '
+                    '"emphasis": "No norm", "other_tool": {"kept": true}}')
+    with caplog.at_level(logging.WARNING):
+        opts = Options.load(path)
+    assert (opts.s_noise, opts.randn_source, opts.samples_format, opts.eta_ddim) == (1.0, "GPU", "png", 0.0)
+    assert (opts.sd_model_checkpoint, opts.localization) == ("", "None")
+    assert (opts.CLIP_stop_at_last_layers, opts.emphasis) == (2, "No norm")
+    for name in ("s_noise", "randn_source", "samples_format", "eta_ddim", "sd_model_checkpoint", "localization"):
+        assert f"setting {name}:" in caplog.text
+    opts.save(path)
+    data = json.loads(path.read_text())  # strict JSON again
+    assert data["other_tool"] == {"kept": True} and data["s_noise"] == 1.0
