@@ -97,11 +97,27 @@ def quarantine(path: Path, reason: str) -> Path | None:
     return target
 
 
+def remove_leftover_temp_files(path: Path, older_than_s: float = 60.0) -> None:
+    """Temporary files of `path` left by a writer that was killed mid-save (kill -9, power loss). Only old
+    ones go, so another process saving right now keeps its own."""
+    path = Path(path)
+    cutoff = time.time() - older_than_s
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                log.info("removed %s, left by an interrupted save", tmp)
+        except OSError:
+            continue
+
+
 def read_json_object(path: Path) -> dict:
     """The JSON object in `path`; {} when there is no file. A file that is not a JSON object is quarantined
-    and {} returned; one that cannot be opened is reported and left alone."""
+    and {} returned; one that cannot be opened is reported and left alone. Old temporary files of interrupted
+    saves are removed."""
     path = Path(path)
     with locked(path):
+        remove_leftover_temp_files(path)
         try:
             raw = path.read_bytes()
         except FileNotFoundError:

@@ -397,3 +397,27 @@ def test_a_grid_is_made_to_be_shown_or_saved_and_never_when_the_request_says_no(
     assert res.grid is None and len(list(grids.rglob("*-grid.png"))) == 1  # the API's default: no grid at all
     res = process_txt2img(small(batch_size=2, save_images=False), ctx)
     assert res.grid is not None and len(list(grids.rglob("*-grid.png"))) == 1  # shown, not saved
+
+
+def test_a_bad_request_is_refused_without_waiting_for_the_jobs_ahead(ctx):
+    worker = GenerationWorker(ctx)
+    holding, release = threading.Event(), threading.Event()
+    busy = threading.Thread(target=lambda: worker.with_lock(lambda: (holding.set(), release.wait(120))))
+    busy.start()
+    holding.wait(60)
+    outcome = {}
+
+    def bad_request():
+        try:
+            worker.run(small(steps=10**9))
+        except GenerationError as e:
+            outcome["error"] = str(e)
+
+    asking = threading.Thread(target=bad_request)
+    asking.start()
+    asking.join(30)  # queued behind the busy turn it would wait the full 120 s
+    refused_at_once = not asking.is_alive()
+    release.set()
+    busy.join(60)
+    asking.join(60)
+    assert refused_at_once and "steps" in outcome["error"]

@@ -128,6 +128,18 @@ def test_a_writer_killed_mid_save_leaves_a_whole_file(tmp_path):
         assert not list(tmp_path.glob("config.json.bad-*"))
 
 
+def test_temp_files_of_an_interrupted_save_are_cleaned_up_when_the_file_is_read_again(tmp_path):
+    path = tmp_path / "config.json"
+    user_files.write_json(path, {"eta_noise_seed_delta": 3})
+    stale = tmp_path / ".config.json.abc123.tmp"  # what a writer killed mid-save leaves
+    fresh = tmp_path / ".config.json.def456.tmp"  # another process saving right now
+    stale.write_text("{half")
+    fresh.write_text("{half")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    assert Options.load(path).eta_noise_seed_delta == 3
+    assert not stale.exists() and fresh.exists()
+
+
 @pytest.mark.parametrize("content", ["123", "null", "[]", '"text"', "{not json", "\udcff"])
 def test_a_corrupt_config_is_kept_aside_and_defaults_used(tmp_path, caplog, content):
     path = tmp_path / "config.json"

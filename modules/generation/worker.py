@@ -42,6 +42,7 @@ class GenerationWorker:
         """Carry out a request after the jobs before it. `option_overrides` (the API's override_settings) apply to
         a copy of the options made when this job's turn comes, so it sees every settings change made before it;
         `models` may name a `sd_model_checkpoint` and `sd_vae` to use, put back afterwards when `restore_models`."""
+        req.validate()  # a bad request is refused at once, not after the jobs ahead of it (Job checks again)
         with self._turn(on_ticket):
             ctx = self.ctx
             if option_overrides:
