@@ -17,6 +17,8 @@ from modules.cmd_args import parse_args, serves_beyond_this_computer  # noqa: E4
 
 log = logging.getLogger("webui")
 
+LOCAL_HOST_NAMES = ["127.0.0.1", "localhost"]  # the Host headers of a page served to this computer only
+
 
 @dataclass
 class WebUI:
@@ -98,8 +100,10 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
     """Our FastAPI app: CORS as the flags say, the /sdapi/v1 API (--api, --nowebui) and the page mounted at /."""
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from modules.api.routes import create_router, install_docs, install_error_handler
+    from modules.cmd_args import serves_beyond_this_computer
     from modules.generation import VERSION
     from modules.ui.server_guards import CrossOriginGuard
 
@@ -111,6 +115,10 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=args.cors_allow_origins_regex,
                            allow_methods=["*"], allow_headers=["*"], allow_credentials=True)
     app.add_middleware(CrossOriginGuard, allowed_origins=origins, allowed_origin_regex=args.cors_allow_origins_regex)
+    if not serves_beyond_this_computer(args):
+        # Served to this computer only: refuse requests for any other host name, so that a web page whose
+        # domain an attacker re-points at 127.0.0.1 (DNS rebinding) cannot talk to this server.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_HOST_NAMES)
     if api_on:
         api_credentials = parse_api_auth(args.api_auth) or auth  # never leave the API open when the page is not
         app.include_router(create_router(webui.api, api_credentials))

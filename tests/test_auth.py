@@ -133,3 +133,23 @@ def test_logging_in_from_the_browser_shows_the_page(server):
         page.get_by_role("button", name="Login").click()
         page.locator("#txt2img_generate").wait_for(timeout=60_000)
         browser.close()
+
+
+def test_a_local_server_answers_only_to_its_own_host_names(server):
+    """DNS rebinding: a page on evil.example whose name an attacker re-points at 127.0.0.1 sends its own
+    host name; a server for this computer only refuses it, on every route."""
+    port = urllib.parse.urlsplit(server).port
+    for path in ("/", "/sdapi/v1/options", "/docs"):
+        refused = requests.get(server + path, headers={"Host": f"evil.example:{port}"}, timeout=30)
+        assert refused.status_code == 400, path
+    for name in ("127.0.0.1", "localhost"):
+        answer = requests.get(server + "/sdapi/v1/options", headers={"Host": f"{name}:{port}"},
+                              auth=(API_USER, API_PASSWORD), timeout=30)
+        assert answer.status_code == 200, name
+
+
+def test_the_host_check_is_off_when_others_may_reach_the_page():
+    from modules.cmd_args import parse_args
+    from modules.cmd_args import serves_beyond_this_computer as beyond
+    assert not beyond(parse_args([]))
+    assert all(beyond(parse_args(flags)) for flags in (["--listen"], ["--share"], ["--server-name", "pc.lan"]))
