@@ -180,11 +180,10 @@ def test_only_pictures_of_the_current_listing_are_served(tmp_path):
 
 def test_preview_route_needs_the_page_login(tmp_path):
     """With --gradio-auth, the pictures are served to a browser logged in to the page, and to nobody else."""
-    from argparse import Namespace
-
     from fastapi.testclient import TestClient
 
     import webui
+    from modules.cmd_args import parse_args
     from modules.ui.networks import PREVIEW_ROUTE, PreviewFiles
 
     picture = tmp_path / "pencil.png"
@@ -194,9 +193,9 @@ def test_preview_route_needs_the_page_login(tmp_path):
     demo.extra_network_previews = PreviewFiles()
     demo.download_folder = tmp_path
     url = f"/{PREVIEW_ROUTE}/" + demo.extra_network_previews.publish("lora", [_card("pencil", picture)])[picture]
-    args = Namespace(api=False, nowebui=False, api_auth=None, cors_allow_origins=None,
-                     cors_allow_origins_regex=None, theme=None, max_upload_size=None)
-    client = TestClient(webui.create_server_app(args, webui.WebUI(demo, None, None), [("ann", "secret")]))
+    args = parse_args([])
+    client = TestClient(webui.create_server_app(args, webui.WebUI(demo, None, None), [("ann", "secret")]),
+                        base_url="http://127.0.0.1")  # a server for this computer only answers to its own names
     assert client.get(url).status_code == 401
     assert client.post("/login", data={"username": "ann", "password": "wrong"}).status_code == 400
     assert client.get(url).status_code == 401
