@@ -116,6 +116,7 @@ class Options:
         """Read config.json. A file that is not a JSON object is kept as config.json.bad-<date>; a value that
         does not fit its setting is reported and the default kept; keys we don't know are ignored."""
         opts = cls()
+        user_files.remove_leftover_temp_files(path)  # once at start, not on every save's re-read
         data = user_files.read_json_object(path)
         for name, spec in _FIELDS.items():
             if name in data:

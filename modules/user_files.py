@@ -113,11 +113,9 @@ def remove_leftover_temp_files(path: Path, older_than_s: float = 60.0) -> None:
 
 def read_json_object(path: Path) -> dict:
     """The JSON object in `path`; {} when there is no file. A file that is not a JSON object is quarantined
-    and {} returned; one that cannot be opened is reported and left alone. Old temporary files of interrupted
-    saves are removed."""
+    and {} returned; one that cannot be opened is reported and left alone."""
     path = Path(path)
     with locked(path):
-        remove_leftover_temp_files(path)
         try:
             raw = path.read_bytes()
         except FileNotFoundError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -101,6 +102,18 @@ def serving(data_dir: Path, *flags: str) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def serving_checkpoints(data_dir: Path, tiny_dir: Path, *flags: str,
+                        checkpoints: tuple[str, ...] = ("tiny-sd1",)) -> Iterator[Server]:
+    """`serving` with tiny checkpoints copied into data_dir's models/Stable-diffusion, the first one loaded."""
+    ckpts = data_dir / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True, exist_ok=True)
+    for name in checkpoints:
+        shutil.copy(tiny_dir / f"{name}.safetensors", ckpts)
+    with serving(data_dir, "--ckpt", str(ckpts / f"{checkpoints[0]}.safetensors"), *flags) as server:
+        yield server
 
 
 def servers_to_report() -> list[Server]:

@@ -3,7 +3,6 @@ page's ui-config.json."""
 import base64
 import io
 import json
-import shutil
 import threading
 import time
 import urllib.error
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from tests.helpers import component, serving
+from tests.helpers import component, serving_checkpoints
 
 pytestmark = pytest.mark.server
 
@@ -25,10 +24,7 @@ AUTH = "Basic " + base64.b64encode(b"api:s3cret").decode()
 @contextmanager
 def api_server_on(data: Path, tiny_dir: Path, *flags: str):
     """The server over `data` with tiny-sd1 loaded; yields its URL."""
-    ckpts = data / "models" / "Stable-diffusion"
-    ckpts.mkdir(parents=True, exist_ok=True)
-    shutil.copy(tiny_dir / "tiny-sd1.safetensors", ckpts)
-    with serving(data, "--ckpt", str(ckpts / "tiny-sd1.safetensors"), *flags) as server:
+    with serving_checkpoints(data, tiny_dir, *flags) as server:
         yield server.url
 
 

@@ -1,13 +1,12 @@
 """--gradio-auth and --api-auth on the real server: what each route family shows to no, wrong, forged and right
 credentials; masked passwords; the upload route's size limit and origin check; logging in from the browser."""
-import shutil
 import urllib.parse
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.helpers import serving
+from tests.helpers import serving_checkpoints
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -18,12 +17,8 @@ UPLOAD_LIMIT = 20 * 1024
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_dir):
-    data = tmp_path_factory.mktemp("auth")
-    ckpts = data / "models" / "Stable-diffusion"
-    ckpts.mkdir(parents=True)
-    shutil.copy(tiny_dir / "tiny-sd1.safetensors", ckpts)
-    with serving(data, "--ckpt", str(ckpts / "tiny-sd1.safetensors"), "--api", "--api-auth",
-                 f"{API_USER}:{API_PASSWORD}", "--gradio-auth", f"{PAGE_USER}:{PAGE_PASSWORD}",
+    with serving_checkpoints(tmp_path_factory.mktemp("auth"), tiny_dir, "--api", "--api-auth",
+                             f"{API_USER}:{API_PASSWORD}", "--gradio-auth", f"{PAGE_USER}:{PAGE_PASSWORD}",
                  "--max-upload-size", f"{UPLOAD_LIMIT // 1024}kb") as running:
         yield running.url
 

@@ -13,7 +13,15 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from tests.helpers import choose, component, generate_small_picture, http_get, serving, set_number, set_size_and_steps
+from tests.helpers import (
+    choose,
+    component,
+    generate_small_picture,
+    http_get,
+    serving_checkpoints,
+    set_number,
+    set_size_and_steps,
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (run ./run_tests.sh)"),
@@ -25,10 +33,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_dir):
     data = tmp_path_factory.mktemp("browser")
-    ckpts = data / "models" / "Stable-diffusion"
-    ckpts.mkdir(parents=True)
-    shutil.copy(tiny_dir / "tiny-sd1.safetensors", ckpts)
-    shutil.copy(tiny_dir / "tiny-sdxl.safetensors", ckpts)
     lora_dir = data / "models" / "Lora" / "ink"
     lora_dir.mkdir(parents=True)
     save_file({"lora_unet_mid_block_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 64),
@@ -37,7 +41,7 @@ def server(tmp_path_factory, tiny_dir):
     Image.new("RGB", (300, 200), (250, 120, 0)).save(lora_dir / "pencil.png")
     (data / "embeddings").mkdir()
     save_file({"emb_params": torch.ones(2, 64)}, str(data / "embeddings" / "shiny.safetensors"))
-    with serving(data, "--ckpt", str(ckpts / "tiny-sd1.safetensors")) as running:
+    with serving_checkpoints(data, tiny_dir, checkpoints=("tiny-sd1", "tiny-sdxl")) as running:
         yield running.url, data
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from modules.cmd_args import parse_args
 from modules.localization import list_localizations, load_localization, localization_folders
-from tests.helpers import serving
+from tests.helpers import serving_checkpoints
 
 FILE_DATA = {"_type": "gradio.FileData"}  # the marker Gradio wants on every file value
 
@@ -67,12 +67,9 @@ def outputs(data, folder: str) -> list:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_dir):
     data = tmp_path_factory.mktemp("client_files")
-    ckpts = data / "models" / "Stable-diffusion"
-    ckpts.mkdir(parents=True)
-    shutil.copy(tiny_dir / "tiny-sd1.safetensors", ckpts)
     secret = tmp_path_factory.mktemp("private") / "secret.png"
     Image.new("RGB", (16, 16), (200, 10, 10)).save(secret)
-    with serving(data, "--ckpt", str(ckpts / "tiny-sd1.safetensors"), "--hide-ui-dir-config") as running:
+    with serving_checkpoints(data, tiny_dir, "--hide-ui-dir-config") as running:
         yield running.url, data, secret
 
 

@@ -4,7 +4,6 @@ import base64
 import io
 import json
 import random
-import shutil
 import struct
 import time
 import urllib.error
@@ -14,18 +13,14 @@ import zlib
 import pytest
 from PIL import Image
 
-from tests.helpers import serving
+from tests.helpers import serving_checkpoints
 
 SMALL = {"prompt": "a red circle", "steps": 1, "width": 64, "height": 64, "seed": 5}
 
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory, tiny_dir):
-    data = tmp_path_factory.mktemp("hostile")
-    ckpts = data / "models" / "Stable-diffusion"
-    ckpts.mkdir(parents=True)
-    shutil.copy(tiny_dir / "tiny-sd1.safetensors", ckpts)
-    with serving(data, "--api", "--ckpt", str(ckpts / "tiny-sd1.safetensors")) as server:
+    with serving_checkpoints(tmp_path_factory.mktemp("hostile"), tiny_dir, "--api") as server:
         yield server.url
 
 

@@ -128,7 +128,7 @@ def test_a_writer_killed_mid_save_leaves_a_whole_file(tmp_path):
         assert not list(tmp_path.glob("config.json.bad-*"))
 
 
-def test_temp_files_of_an_interrupted_save_are_cleaned_up_when_the_file_is_read_again(tmp_path):
+def test_temp_files_of_an_interrupted_save_are_cleaned_up_when_the_settings_load(tmp_path):
     path = tmp_path / "config.json"
     user_files.write_json(path, {"eta_noise_seed_delta": 3})
     stale = tmp_path / ".config.json.abc123.tmp"  # what a writer killed mid-save leaves

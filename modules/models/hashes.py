@@ -30,6 +30,7 @@ class HashCache:
     def __init__(self, cache_file: Path):
         self.cache_file = cache_file
         self._lock = threading.Lock()
+        user_files.remove_leftover_temp_files(cache_file)
         self._entries = self._read_entries()
 
     def _read_entries(self) -> dict[str, dict]:
