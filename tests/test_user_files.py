@@ -101,31 +101,149 @@ def test_concurrent_saves_never_tear_the_file_nor_lose_a_key(tmp_path):
     assert names_in(tmp_path) == ["config.json"]
 
 
-SAVE_IN_A_LOOP = """
+# Each user file saved in a loop by its own writer, growing so that a kill lands mid-write.
+SAVE_IN_A_LOOP = {
+    "config.json": """
+from modules.options import Options
+def setup(path):
+    pass
+def save(path, n):
+    Options(eta_noise_seed_delta=n, outdir_txt2img_samples="x" * (n % 5000)).save(path)
+""",
+    "styles.csv": """
+from modules.conditioning.styles import PromptStyle, StyleDatabase
+def setup(path):
+    global db
+    db = StyleDatabase(path)
+def save(path, n):
+    db.save_style(PromptStyle(f"style {n % 300}", "a, " * (n % 700), "b"))
+""",
+    "cache.json": """
+import os
+from modules.models.hashes import HashCache
+def setup(path):
+    global cache, model
+    cache = HashCache(path)
+    model = path.with_name("model.safetensors")
+    model.write_bytes(b"x" * 1000)
+def save(path, n):
+    os.utime(model, (n, n))  # a changed file is hashed again and the cache saved
+    cache.sha256(model)
+""",
+    "ui-config.json": """
+import gradio as gr
+from modules.ui.ui_config import apply_ui_config
+def setup(path):
+    global demo, tab
+    demo = gr.Blocks()
+    with demo:
+        with gr.Tab("txt2img", elem_id="tab_txt2img") as tab:
+            pass
+def save(path, n):
+    with demo, tab:
+        gr.Textbox(label=f"Field {n}", value="x" * (n % 500))  # a new control: new keys to write
+        apply_ui_config(demo, path)
+""",
+}
+
+RUN_LOOP = """
 import sys
 from pathlib import Path
-from modules.options import Options
+exec(sys.argv[2])
 path = Path(sys.argv[1])
+setup(path)
 n = 0
+save(path, n)
 print("saving", flush=True)
 while True:
     n += 1
-    Options(eta_noise_seed_delta=n, outdir_txt2img_samples="x" * (n % 5000)).save(path)
+    save(path, n)
 """
 
 
-def test_a_writer_killed_mid_save_leaves_a_whole_file(tmp_path):
-    path = tmp_path / "config.json"
+def read_back(path) -> object:
+    """The file read by its own reader, failing the test if it is torn."""
+    if path.name == "styles.csv":
+        from modules.conditioning.styles import StyleDatabase
+        db = StyleDatabase(path)
+        assert db.error is None and db.styles
+        return db.styles
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict) and data
+    return data
+
+
+@pytest.mark.parametrize("name", list(SAVE_IN_A_LOOP))
+def test_a_writer_killed_mid_save_leaves_a_whole_file(tmp_path, name):
+    path = tmp_path / name
     for delay in (0.3, 0.55, 0.8):
-        proc = subprocess.Popen([sys.executable, "-c", SAVE_IN_A_LOOP, str(path)], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-c", RUN_LOOP, str(path), SAVE_IN_A_LOOP[name]], cwd=REPO,
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "saving"
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
-        assert Options.load(path).eta_noise_seed_delta > 0  # parsed, not quarantined
-        assert not list(tmp_path.glob("config.json.bad-*"))
+        read_back(path)
+        if name == "config.json":
+            assert Options.load(path).eta_noise_seed_delta > 0  # parsed, not quarantined
+        assert not list(tmp_path.glob(f"{name}.bad-*"))
+
+
+def test_concurrent_style_saves_from_two_databases_keep_every_style(tmp_path):
+    """Two databases on one file (say, the page and a script) saving and deleting at once, readers
+    alongside: no reader sees a torn file and no saved style is lost."""
+    from modules.conditioning.styles import PromptStyle, StyleDatabase
+    path = tmp_path / "styles.csv"
+    databases = [StyleDatabase(path), StyleDatabase(path)]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def save(i: int):
+        try:
+            for n in range(25):
+                databases[i % 2].save_style(PromptStyle(f"s{i}-{n}", f"p{n}", "neg"))
+                databases[i % 2].save_style(PromptStyle(f"tmp{i}", "x", ""))
+                databases[(i + 1) % 2].delete_style(f"tmp{i}")
+        except BaseException as e:  # noqa: BLE001 (reported by the test)
+            errors.append(e)
+
+    def read():
+        while not done.is_set():
+            if path.exists():
+                db = StyleDatabase(path)
+                if db.error:
+                    errors.append(AssertionError(db.error))
+
+    writers = [threading.Thread(target=save, args=(i,)) for i in range(4)]
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join()
+    done.set()
+    for t in readers:
+        t.join()
+    assert not errors, errors[:3]
+    assert sorted(StyleDatabase(path).names()) == sorted(f"s{i}-{n}" for i in range(4) for n in range(25))
+
+
+def test_concurrent_hash_caches_on_one_file_keep_every_hash(tmp_path):
+    from modules.models.hashes import HashCache
+    cache_file = tmp_path / "cache.json"
+    models = []
+    for i in range(40):
+        models.append(tmp_path / f"m{i}.safetensors")
+        models[-1].write_bytes(bytes([i]) * 100)
+    caches = [HashCache(cache_file), HashCache(cache_file)]
+    threads = [threading.Thread(target=lambda i=i: [caches[i % 2].sha256(m) for m in models[i::4]])
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    fresh = HashCache(cache_file)
+    assert all(fresh.cached(m) for m in models)
 
 
 def test_temp_files_of_an_interrupted_save_are_cleaned_up_when_the_settings_load(tmp_path):
@@ -178,3 +296,20 @@ def test_bad_values_in_config_are_reported_and_defaults_kept(tmp_path, caplog):
     opts.save(path)
     data = json.loads(path.read_text())  # strict JSON again
     assert data["other_tool"] == {"kept": True} and data["s_noise"] == 1.0
+
+
+@pytest.mark.parametrize("content", ["[]", "{half", "null"])
+def test_a_corrupt_ui_config_is_kept_aside_and_a_fresh_one_written(tmp_path, caplog, content):
+    import gradio as gr
+
+    from modules.ui.ui_config import apply_ui_config
+    path = tmp_path / "ui-config.json"
+    path.write_text(content)
+    with gr.Blocks() as demo, gr.Tab("txt2img", elem_id="tab_txt2img"):
+        gr.Slider(1, 150, value=20, label="Sampling steps")
+        with caplog.at_level(logging.WARNING):
+            problems = apply_ui_config(demo, path)
+    bad = list(tmp_path.glob("ui-config.json.bad-*"))
+    assert len(bad) == 1 and bad[0].read_text() == content
+    assert bad[0].name in problems[0] and bad[0].name in caplog.text
+    assert json.loads(path.read_text())["txt2img/Sampling steps/value"] == 20

@@ -145,14 +145,14 @@ class StyleDatabase:
         """Add the style, or replace the one of that name in its place, and write the file."""
         if not style.name.strip() or style.name.startswith("#"):
             raise ValueError("a style needs a name, not starting with '#' (that marks a comment line)")
-        with self._lock:
+        with self._lock, user_files.locked(self.path):
             self._check_writable()
             styles = self._current()
             self._write({**styles, style.name: style})
 
     def delete_style(self, name: str) -> bool:
         """Remove a style and write the file; False if there was no such style."""
-        with self._lock:
+        with self._lock, user_files.locked(self.path):
             self._check_writable()
             styles = self._current()
             if name not in styles:

@@ -74,6 +74,9 @@ class HashCache:
         try:
             with user_files.locked(self.cache_file):
                 data = user_files.read_json_object(self.cache_file)
+                theirs = data.get("hashes")  # another instance may have added entries since we read
+                if isinstance(theirs, dict):
+                    self._entries = {**{k: e for k, e in theirs.items() if _is_entry(e)}, **self._entries}
                 data["hashes"] = self._entries
                 user_files.write_json(self.cache_file, data)
         except OSError as e:

@@ -67,20 +67,32 @@ def _problem(component, attr: str, value) -> str | None:
     return None
 
 
+def _read(path: Path) -> tuple[dict, list[str], bool]:
+    """(stored values, problems, whether the file may be written). A file that is not a JSON object is kept
+    as `ui-config.json.bad-<date>` and a fresh one written; one that cannot be opened is left alone."""
+    user_files.remove_leftover_temp_files(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}, [], True
+    except OSError as e:
+        return {}, [f"{path}: cannot read it ({e}); using the built-in defaults and leaving the file as it is"], False
+    try:
+        stored = json.loads(raw.decode("utf-8-sig"))
+        if not isinstance(stored, dict):
+            raise ValueError(f"expected a JSON object, found {type(stored).__name__}")
+    except ValueError as e:  # UnicodeDecodeError included
+        kept = user_files.quarantine(path, str(e))
+        if kept is None:
+            return {}, [f"{path}: cannot read it ({e}); using the built-in defaults"], False
+        return {}, [f"{path}: cannot read it ({e}); kept it as {kept.name} and wrote the built-in defaults"], True
+    return stored, [], True
+
+
 def apply_ui_config(blocks: gr.Blocks, path: Path) -> list[str]:
     """Apply the file's values to the controls built so far (call inside the Blocks context) and add the
-    missing keys to the file. Returns the problems found. A file that cannot be read is left untouched."""
-    stored: dict = {}
-    problems: list[str] = []
-    readable = True
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(stored, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as e:
-            problems.append(f"{path}: cannot read it ({e}); using the built-in defaults and leaving the file as it is")
-            stored, readable = {}, False
+    missing keys to the file. Returns the problems found."""
+    stored, problems, writable = _read(path)
     seen: set[str] = set()
     added = False
     for component in list(blocks.blocks.values()):
@@ -109,7 +121,7 @@ def apply_ui_config(blocks: gr.Blocks, path: Path) -> list[str]:
                 problems.append(f"{path.name}: {key} = {value!r}: {problem}; keeping {getattr(component, attr)!r}")
             else:
                 setattr(component, attr, value)
-    if added and readable:
+    if added and writable:
         try:
             user_files.write_atomically(path, json.dumps(stored, indent=4, ensure_ascii=False))
         except OSError as e:
