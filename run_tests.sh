@@ -16,6 +16,9 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     "$VENV_DIR/bin/python" -m pip install --quiet --upgrade pip
     "$VENV_DIR/bin/python" -m pip install --quiet -r requirements.txt -r requirements-test.txt
     echo "$want" > "$stamp"
+    # webui.sh's stamp too (computed as webui.sh does, with no TORCH_COMMAND), so that ./webui.sh after the
+    # tests starts at once instead of installing the same requirements again
+    printf '%s' "$(cat requirements.txt; echo "")" | sha256sum | cut -d' ' -f1 > "$VENV_DIR/.installed"
 fi
 
 # Browser tests drive Debian's Chromium (Playwright cannot download its own browser here).

@@ -136,7 +136,7 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
         app = gr.mount_gradio_app(app, webui.demo, path="", auth=auth, show_error=True, css=CSS,
                                   head=page_head() + theme_head(args.theme), ssr_mode=False,
                                   max_file_size=args.max_upload_size, run_history=False,
-                                  allowed_paths=[str(webui.demo.download_folder)])
+                                  allowed_paths=[str(f) for f in webui.demo.download_folders])
         # Gradio lets an event's file values (gallery items, images, uploads) name only files in its upload folder,
         # but only once the app counts as launched, which launch() sets and mounting never does. Without it a
         # client could name any file of this computer, e.g. {"path": "/home/me/secret.png"} as a gallery item.
@@ -150,11 +150,25 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
         page_config = next(r for r in page.app.routes if isinstance(r, APIRoute) and r.path == "/config")
         app.add_api_route(f"/{PREVIEW_ROUTE}/{{preview_id}}", webui.demo.extra_network_previews.response,
                           methods=["GET"], dependencies=page_config.dependencies, include_in_schema=False)
+        app.add_api_route("/notification.mp3", notification_sound, methods=["GET"],
+                          dependencies=page_config.dependencies, include_in_schema=False)
         if auth:
             add_bare_login_page(app, page.app)
         app.router.routes.append(page)
     return app
 
+
+
+def notification_sound():
+    """The sound the page plays when a generation ends, if the user put notification.mp3 beside webui.py (as in
+    A1111); this one file only."""
+    from starlette.responses import FileResponse, Response
+
+    from modules.paths import REPO_ROOT
+    path = REPO_ROOT / "notification.mp3"
+    if not path.is_file():
+        return Response(status_code=404)
+    return FileResponse(path, media_type="audio/mpeg")
 
 
 def parse_api_auth(value: str | None) -> list[tuple[str, str]] | None:
@@ -194,7 +208,8 @@ def start_share_tunnel(port: int) -> None:
         log.warning("--share: could not make a public link (%s). Serving locally only.", e)
 
 
-def serve(app, host: str, port: int, args) -> None:
+def serve(app, host: str, port: int, args, api=None) -> None:
+    """Run the server until Ctrl+C, or until an API client stops it (`api`: the API's services, given the means)."""
     import threading
     import webbrowser
 
@@ -220,8 +235,12 @@ def serve(app, host: str, port: int, args) -> None:
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", ssl_keyfile=args.tls_keyfile,
                             ssl_certfile=args.tls_certfile, timeout_graceful_shutdown=2)
+    server = Server(config)
+    if api is not None:  # --api-server-stop: server-stop ends serving as Ctrl+C does; server-kill ends the program
+        api.stop_server = lambda: setattr(server, "should_exit", True)
+        api.kill_server = lambda: threading.Timer(0.2, os._exit, args=(0,)).start()  # once the answer is out
     try:
-        Server(config).run()
+        server.run()
     except KeyboardInterrupt:  # uvicorn has shut down cleanly and passes Ctrl+C on
         print("Stopped.", flush=True)
 
@@ -243,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
               f"Start with --port to choose another.", file=sys.stderr)
         return 1
     webui = build_app(args)
-    serve(create_server_app(args, webui, auth), host, port, args)
+    serve(create_server_app(args, webui, auth), host, port, args, api=webui.api)
     return 0
 
 

@@ -28,7 +28,14 @@ document.addEventListener('contextmenu', (e) => {
   };
   menu.appendChild(item);
   document.body.appendChild(menu);
-  setTimeout(() => document.addEventListener('click', () => menu.remove(), {once: true}), 0);
+  // closed by the user's next press elsewhere; not by a click event, which the next round's own (scripted)
+  // Generate click also sends
+  const close = (ev) => {
+    if (menu.contains(ev.target)) return;
+    menu.remove();
+    document.removeEventListener('pointerdown', close);
+  };
+  setTimeout(() => document.addEventListener('pointerdown', close), 0);
 });
 document.addEventListener('click', (e) => {
   const interrupt = e.target.closest('#txt2img_interrupt, #img2img_interrupt');

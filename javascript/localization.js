@@ -2,6 +2,8 @@
 // now and in whatever the page adds later. The page calls it once the translation has loaded.
 window.applyLocalization = (dict) => {
   if (!dict || !Object.keys(dict).length) return;
+  window.localizationDict = dict;
+  document.querySelectorAll('[data-hint-key]').forEach((b) => { b.title = window.hintFor(b.dataset.hintKey); });
   const translate = (text) => {
     const key = text.trim();
     return Object.prototype.hasOwnProperty.call(dict, key) ? text.replace(key, dict[key]) : null;

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--api-auth", default=None, metavar="USER:PASS[,USER2:PASS2]",
                      help="password for the API (default: the --gradio-auth ones, if any)")
     net.add_argument("--nowebui", action="store_true", help="serve only the API, no page (port 7861 by default)")
+    net.add_argument("--api-server-stop", action="store_true",
+                     help="let API clients stop the program (POST /sdapi/v1/server-stop, server-kill)")
     net.add_argument("--ui-config-file", default=None, metavar="FILE",
                      help="default values, ranges and visibility of the page's controls (default ui-config.json)")
     net.add_argument("--hide-ui-dir-config", action="store_true",

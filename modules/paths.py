@@ -6,6 +6,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CHECKPOINT = REPO_ROOT / "models" / "Stable-diffusion" / "demo-shapes.safetensors"  # tools/train_demo_model.py
+# The shipped demo LoRA and embedding, found with any --data-dir as the demo checkpoint is.
+BUILTIN_LORA_DIR = REPO_ROOT / "models" / "Lora"
+BUILTIN_EMBEDDINGS_DIR = REPO_ROOT / "embeddings"
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,8 @@ class Paths:
     vae_dirs: tuple[Path, ...]
     lora_dir: Path
     embeddings_dir: Path
+    lora_dirs: tuple[Path, ...]  # the user's (lora_dir, LyCORIS) and the built-in one, searched in this order
+    embeddings_dirs: tuple[Path, ...]
     outputs_dir: Path
     config_file: Path
     ui_config_file: Path
@@ -38,14 +43,18 @@ class Paths:
         vae_dirs = [models / "VAE"]
         if args.vae_dir:
             vae_dirs.insert(0, Path(args.vae_dir).expanduser().resolve())
+        lora_dir = Path(args.lora_dir).expanduser().resolve() if args.lora_dir else models / "Lora"
+        embeddings_dir = (Path(args.embeddings_dir).expanduser().resolve() if args.embeddings_dir
+                          else data / "embeddings")
         return cls(
             data_dir=data,
             checkpoint_dirs=tuple(ckpt_dirs),
             checkpoint_files=(Path(args.ckpt).expanduser().resolve(),) if args.ckpt else (),
             vae_dirs=tuple(vae_dirs),
-            lora_dir=Path(args.lora_dir).expanduser().resolve() if args.lora_dir else models / "Lora",
-            embeddings_dir=(Path(args.embeddings_dir).expanduser().resolve() if args.embeddings_dir
-                            else data / "embeddings"),
+            lora_dir=lora_dir,
+            embeddings_dir=embeddings_dir,
+            lora_dirs=tuple(dict.fromkeys([lora_dir, models / "LyCORIS", BUILTIN_LORA_DIR])),
+            embeddings_dirs=tuple(dict.fromkeys([embeddings_dir, BUILTIN_EMBEDDINGS_DIR])),
             outputs_dir=data / "outputs",
             config_file=Path(args.ui_settings_file).expanduser().resolve() if args.ui_settings_file
             else data / "config.json",

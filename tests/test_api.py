@@ -154,7 +154,7 @@ def test_extras_png_info_and_lists(api_server):
     models = call(url + "/sdapi/v1/sd-models")[1]
     assert any(m["title"].startswith("tiny-sd1.safetensors [") for m in models)
     assert {"loaded", "skipped"} <= set(call(url + "/sdapi/v1/embeddings")[1])
-    assert call(url + "/sdapi/v1/loras")[1] == []
+    assert [lora["name"] for lora in call(url + "/sdapi/v1/loras")[1]] == ["demo-night"]  # the built-in one
     assert call(url + "/sdapi/v1/cmd-flags")[1]["api"] is True
     progress = call(url + "/sdapi/v1/progress")[1]
     assert progress["progress"] == 0 and progress["state"]["job_count"] == 0

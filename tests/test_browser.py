@@ -143,13 +143,64 @@ def test_settings_are_applied_and_saved(server, browser):
 
 
 @pytest.mark.browser
-def test_styles_save_and_apply(server, browser):
+def test_settings_stick_across_reloads_and_a_stale_page_does_not_undo_them(tmp_path, tiny_dir, browser):
+    with serving_checkpoints(tmp_path, tiny_dir) as running:
+        settings_stick(running.url, tmp_path, browser)
+
+
+def settings_stick(url, data, browser):
+    stale = browser.new_page()
+    stale.goto(url)  # opened before the change below
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Settings").click()
+    set_number(page, "setting_s_churn", 2.5)
+    apply_settings(page, "1 settings changed: sigma churn.")
+    page.reload()
+    page.get_by_role("tab", name="Settings").click()
+    page.wait_for_function("document.querySelector('#setting_s_churn input[type=number]').value === '2.5'")
+
+    stale.get_by_role("tab", name="Settings").click()
+    set_number(stale, "setting_s_tmin", 0.5)
+    apply_settings(stale, "1 settings changed: sigma tmin.")  # its old sigma churn is not written back
+    saved = json.loads((data / "config.json").read_text())
+    assert (saved["s_churn"], saved["s_tmin"]) == (2.5, 0.5)
+    stale.close()
+
+    search = page.locator("#settings_search textarea, #settings_search input").first
+    search.fill("sigma churn")
+    assert page.locator("#setting_s_churn").is_visible() and not page.locator("#setting_s_tmin").is_visible()
+    assert not page.locator("#settings_saving-images").first.is_visible()
+    search.fill("")
+    assert page.locator("#setting_s_tmin").is_visible() and page.locator("#settings_saving-images").first.is_visible()
+
+    for elem_id, option in (("setting_quicksettings_list", "CLIP_stop_at_last_layers"),
+                            ("setting_hidden_tabs", "Extras")):
+        page.locator(f"#{elem_id} input").click()
+        page.locator(f"#{elem_id}").get_by_role("option", name=option, exact=True).click()
+        page.keyboard.press("Escape")
+    apply_settings(page, "2 settings changed")
+    page.reload()
+    page.locator("#quicksettings_CLIP_stop_at_last_layers").wait_for(state="visible")
+    assert not page.get_by_role("tab", name="Extras").is_visible()
+    set_number(page, "quicksettings_CLIP_stop_at_last_layers", 2)  # a quicksetting applies at once
+    deadline = time.monotonic() + 30
+    while json.loads((data / "config.json").read_text())["CLIP_stop_at_last_layers"] != 2:
+        assert time.monotonic() < deadline, "the quicksetting was not saved"
+        time.sleep(0.2)
+    page.close()
+
+
+@pytest.mark.browser
+def test_styles_save_apply_edit_and_delete(server, browser):
     url, data = server
     page = browser.new_page()
     page.goto(url)
     page.locator("#txt2img_prompt textarea").fill("{prompt}, watercolor")
     page.locator("#txt2img_neg_prompt textarea").fill("photo")
-    page.get_by_text("Save style").first.click()
+    page.locator("#txt2img_style_edit").click()  # a new style from the prompts
+    page.locator("#txt2img_style_prompt textarea").wait_for()
+    assert page.locator("#txt2img_style_prompt textarea").input_value() == "{prompt}, watercolor"
     page.locator("#txt2img_style_name textarea, #txt2img_style_name input").first.fill("watercolor")
     page.locator("#txt2img_style_save").click()
     page.wait_for_function("document.querySelector('#txt2img_style_status').innerText.includes('Saved')")
@@ -161,6 +212,24 @@ def test_styles_save_and_apply(server, browser):
     page.locator("#txt2img_style_apply").click()
     page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value == 'a fox, watercolor'")
     assert page.locator("#txt2img_neg_prompt textarea").input_value() == "photo"
+
+    choose(page, "txt2img_styles", "watercolor")  # edit the chosen style
+    page.keyboard.press("Escape")
+    page.locator("#txt2img_style_edit").click()
+    page.wait_for_function("document.querySelector('#txt2img_style_name textarea, #txt2img_style_name input')"
+                           ".value == 'watercolor'")
+    page.locator("#txt2img_style_prompt textarea").fill("{prompt}, ink wash")
+    page.locator("#txt2img_style_save").click()
+    deadline = time.monotonic() + 30
+    while 'watercolor,"{prompt}, ink wash",photo' not in (data / "styles.csv").read_text(encoding="utf-8-sig"):
+        assert time.monotonic() < deadline, (data / "styles.csv").read_text(encoding="utf-8-sig")
+        time.sleep(0.2)
+    page.locator("#txt2img_style_delete").click()
+    page.wait_for_function("document.querySelector('#txt2img_style_status').innerText.includes('Deleted')")
+    assert "watercolor" not in (data / "styles.csv").read_text(encoding="utf-8-sig")
+    page.reload()
+    page.locator("#txt2img_styles input").click()
+    assert page.get_by_role("option", name="watercolor").count() == 0
     page.close()
 
 
@@ -182,6 +251,45 @@ def test_extras_upscales_a_picture(server, browser, tmp_path):
 
 
 @pytest.mark.browser
+def test_every_icon_button_has_a_tooltip(server, browser):
+    url, _data = server
+    page = browser.new_page()
+    page.goto(url)
+    page.locator("#txt2img_generate").wait_for()
+    untitled = page.evaluate("""() => [...document.querySelectorAll('button')]
+        .filter((b) => b.offsetParent !== null && b.getAttribute('role') !== 'tab'
+                       && !/[A-Za-z]{2}/.test(b.textContent) && b.textContent.trim() && !b.title)
+        .map((b) => (b.id || '?') + ' ' + b.textContent.trim())""")
+    assert untitled == []
+    assert page.locator("#txt2img_reuse_seed").get_attribute("title").startswith("Reuse the seed")
+    page.close()
+
+
+@pytest.mark.browser
+def test_img2img_resize_by_and_inpaint_options_where_they_apply(server, browser, tmp_path):
+    url, _data = server
+    Image.new("RGB", (100, 60), (30, 160, 90)).save(tmp_path / "green.png")
+    page = browser.new_page(viewport={"width": 1300, "height": 1100})
+    page.goto(url)
+    page.get_by_role("tab", name="img2img").first.click()
+    assert not page.locator("#img2img_inpaint_options").is_visible()  # no mask on the img2img tab
+    page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "green.png"))
+    page.get_by_role("tab", name="Resize by").click()
+    set_number(page, "img2img_scale", 1.6)
+    page.wait_for_function("document.querySelector('#img2img_scale_resolution_preview').innerText"
+                           ".includes('100x60 → 160x96')")
+    set_number(page, "img2img_steps", 2)
+    page.locator("#img2img_generate").click()
+    page.wait_for_function("document.querySelector('#html_info_img2img').innerText.includes('Size: 160x96')",
+                           timeout=120_000)
+    page.get_by_role("tab", name="Inpaint", exact=True).click()
+    page.locator("#img2img_inpaint_options").first.wait_for(state="visible")
+    page.get_by_role("tab", name="img2img", exact=True).last.click()
+    page.locator("#img2img_inpaint_options").first.wait_for(state="hidden")
+    page.close()
+
+
+@pytest.mark.browser
 def test_chinese_localization(server, browser):
     url, data = server
     page = browser.new_page()
@@ -194,6 +302,8 @@ def test_chinese_localization(server, browser):
     assert page.get_by_role("tab", name="图生图").is_visible()
     assert page.locator("#txt2img_generate").inner_text().strip() == "生成"
     assert "反向提示词" in page.locator("#txt2img_neg_prompt").inner_text()
+    assert page.locator("#txt2img_random_seed").get_attribute("title").startswith("随机种子")
+    assert page.locator("#txt2img_generate").get_attribute("title").startswith("生成 (Ctrl+Enter)")
     page.screenshot(path=str(data / "zh_CN.png"))
     # back to English for the other tests
     page.get_by_role("tab", name="设置").click()
@@ -322,7 +432,10 @@ def test_sketch_tabs_use_the_painted_picture(server, browser, tmp_path, tab, edi
     paint_stroke(page, editor_id)
     # sketch: strength 0 gives back exactly the painted input; inpaint sketch: the stroke is also the mask
     set_number(page, "img2img_denoising_strength", 0 if kind == "sketch" else 0.5)
-    set_number(page, "img2img_mask_blur", 0)
+    if kind == "inpaint":  # the inpaint options are shown only on the tabs with a mask
+        set_number(page, "img2img_mask_blur", 0)
+    else:
+        assert not page.locator("#img2img_mask_blur").is_visible()
     page.locator("#img2img_seed input").fill("9191")
     info = generate_small_picture(page, "img2img", steps=2, expect="Seed: 9191")
     assert ("Mask blur" in info) == (kind == "inpaint")
@@ -358,7 +471,7 @@ def test_generate_forever_until_cancelled_then_save_and_zip(server, browser):
 
     page.locator("#save_txt2img").click()
     page.wait_for_function("document.querySelector('#txt2img_files_notice').innerText.includes('Saved')")
-    saved = sorted((data / "outputs" / "saved").glob("*.png"))
+    saved = sorted((data / "log" / "images").glob("*.png"))  # outdir_save
     assert saved and "forever" in Image.open(saved[-1]).info["parameters"]
     assert page.locator("#download_files_txt2img").is_visible()
     page.locator("#save_zip_txt2img").click()
@@ -370,21 +483,26 @@ def test_generate_forever_until_cancelled_then_save_and_zip(server, browser):
 
 
 @pytest.mark.browser
-def test_interrupt_stops_a_long_run_and_keeps_what_is_done(server, browser):
+@pytest.mark.parametrize("how", ["button", "Escape"])
+def test_interrupt_stops_a_long_run_and_keeps_what_is_done(server, browser, how):
     url, data = server
     page = browser.new_page(viewport={"width": 1300, "height": 1100})
     page.goto(url)
     page.locator("#txt2img_prompt textarea").fill("a long run")
     set_size_and_steps(page, "txt2img", steps=30)
     set_number(page, "txt2img_batch_count", 40)
-    page.locator("#txt2img_seed input").fill("5000")
+    page.locator("#txt2img_seed input").fill("5000" if how == "button" else "6000")
     page.locator("#txt2img_generate").click()
     page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('batch 2/40')",
                            timeout=120_000)
-    page.locator("#txt2img_interrupt").click()
+    if how == "button":
+        page.locator("#txt2img_interrupt").click()
+    else:
+        page.keyboard.press("Escape")
     page.wait_for_function("document.querySelector('#html_info_txt2img').innerText.includes('Interrupted')",
                            timeout=120_000)
-    run = [p for p in saved_pictures(data) if 5000 <= int(p.stem.split("-")[1]) < 5040]
+    seed = 5000 if how == "button" else 6000
+    run = [p for p in saved_pictures(data) if seed <= int(p.stem.split("-")[1]) < seed + 40]
     assert 1 <= len(run) < 40  # stopped early; the pictures finished before are kept
     assert page.locator("#txt2img_gallery img").count() >= 1
     page.close()

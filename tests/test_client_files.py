@@ -3,7 +3,9 @@ folders with --hide-ui-dir-config (implied by --listen). Events are sent as an a
 Gradio's queue routes, with the page's own event numbers."""
 import json
 import shutil
+import struct
 import uuid
+import zlib
 
 import pytest
 import requests
@@ -64,6 +66,11 @@ def outputs(data, folder: str) -> list:
     return sorted(p for p in (data / "outputs" / folder).rglob("*") if p.is_file())
 
 
+def saved_by_button(data) -> list:
+    """What the Save button wrote: outdir_save, A1111's log/images in the data folder."""
+    return sorted(p for p in (data / "log" / "images").rglob("*") if p.is_file())
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_dir):
     data = tmp_path_factory.mktemp("client_files")
@@ -83,7 +90,7 @@ def test_gallery_and_image_values_may_name_only_uploaded_files(server):
         takes_index = len(page.event(button, "click")["inputs"]) == 3  # (gallery, selected, last) or (gallery, last)
         answer = page.run(button, "click", data=[named, 0, {}] if takes_index else [named, {}])
         assert not answer["success"] and "not uploaded" in answer["output"]["error"], button
-    assert outputs(data, "saved") == []
+    assert saved_by_button(data) == []
     single = {"extras_image": {"path": str(secret), "meta": FILE_DATA}}
     assert not page.run("extras_generate", "click", values=single)["success"]
     assert outputs(data, "extras-images") == []
@@ -92,7 +99,7 @@ def test_gallery_and_image_values_may_name_only_uploaded_files(server):
     mine = [{"image": {"path": uploaded, "meta": FILE_DATA}, "caption": None}]
     answer = page.run("save_txt2img", "click", data=[mine, 0, {}])
     assert answer["success"], answer
-    [saved] = outputs(data, "saved")
+    [saved] = saved_by_button(data)
     assert Image.open(saved).getpixel((0, 0)) == (200, 10, 10)
     assert page.run("extras_generate", "click", values={"extras_image": {"path": uploaded, "meta": FILE_DATA}}
                     )["success"]
@@ -144,3 +151,40 @@ def test_localization_names_only_files_of_the_localization_folders(tmp_path):
     assert load_localization(folders, "fr") == {"Generate": "Générer"}
     for name in ("../../private", str(tmp_path / "private"), str(tmp_path / "private.json"), "de/../../../private"):
         assert load_localization(folders, name) == {}, name
+
+
+def bomb_png(path, width: int = 20000, height: int = 20000):
+    """A tiny PNG whose header claims `width`x`height` grey pixels: a decompression bomb's opening."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.server
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [(20000, 20000), (11000, 11000)])
+def test_an_uploaded_decompression_bomb_is_refused_with_a_message(server, tmp_path, size):
+    """Headers claiming 400 and 121 megapixels: PIL would refuse the first only after its own limit and
+    allocate the second; both are refused from the header, with the limit named, and the server goes on."""
+    url, data, secret = server
+    page = PageClient(url)
+    bomb = {"path": page.upload(bomb_png(tmp_path / "bomb.png", *size)), "meta": FILE_DATA}
+    for button, trigger, field, label in (("pnginfo_image", "change", "pnginfo_image", "Source"),
+                                          ("extras_generate", "click", "extras_image", "Source"),
+                                          ("img2img_generate", "click", "img2img_image", "Image for img2img")):
+        answer = page.run(button, trigger, values={field: bomb, "img2img_steps": 1})
+        assert not answer["success"]
+        error = answer["output"]["error"]
+        assert error.startswith(f"{label}: the picture is ") and error.endswith("at most 100 megapixels are supported")
+        assert size[0] > 15000 or f"{size[0]}x{size[1]}" in error
+    page.upload(bomb_png(tmp_path / "bomb.png", *size))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    answer = page.run("pnginfo_image", "change", values={"pnginfo_image": {"path": page.upload(broken),
+                                                                           "meta": FILE_DATA}})
+    assert answer["output"]["error"].startswith("Source: not a readable picture")
+    fine = {"path": page.upload(secret), "meta": FILE_DATA}
+    assert page.run("extras_generate", "click", values={"extras_image": fine})["success"]

@@ -103,6 +103,11 @@ HOSTILE = [
     ("txt2img", {**SMALL, "prompt": "[a|b]" * 2000}, "prompt"),
     ("txt2img", {**SMALL, "hr_prompt": "[a:b:0.5] " * 500}, "hr_prompt"),
     ("txt2img", {**SMALL, "steps": 20, "prompt": "[a|b|c|d|e|f|g|h|i|j] " + "word " * 5000}, "prompt"),
+    # issue 13: the message names the field and says the range (no "Overflow when unpacking long long")
+    ("txt2img", {**SMALL, "seed": 99999999999999999999}, "seed: 99999999999999999999 is out of range; a seed is 0"),
+    ("txt2img", {**SMALL, "subseed": 99999999999999999999}, "subseed: 99999999999999999999 is out of range"),
+    ("txt2img", {**SMALL, "width": 2049}, "width/height: width and height must be positive multiples of 8"),
+    ("txt2img", {**SMALL, "steps": 0}, "steps: 0 is out of range; give 1 to 1000"),
 ]
 
 

@@ -41,7 +41,7 @@ def test_second_upscaler_blends_in():
 def test_saved_with_the_original_parameters(tmp_path):
     src = picture(text="a cat\nSteps: 20, Seed: 1")
     results, texts, paths = run_extras([src], ExtrasRequest(upscaling_resize=2), tmp_path)
-    assert paths[0].parent.parent.name == "extras-images"
+    assert paths[0].parent == tmp_path / "extras-images" and paths[0].name == "00000.png"  # A1111: no subfolder
     saved = saving.read_infotext(Image.open(paths[0]))
     assert saved == texts[0] == "a cat\nSteps: 20, Seed: 1, Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
 

@@ -16,9 +16,11 @@ from modules.generation import (
     process_txt2img,
     saving,
 )
+from modules.generation.job import Job
 from modules.generation.progress import GenerationState
 from modules.generation.worker import GenerationWorker, Queued
 from modules.options import Options
+from modules.sampling.samplers import find_sampler
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +148,19 @@ def test_inpaint_only_masked_area(ctx):
                                          width=64, height=64, steps=3, seed=5, save_images=False), ctx)
     out, orig = pixels(res.images[0]), pixels(src)
     assert np.array_equal(out[:36], orig[:36])  # far from the mask: untouched
-    assert "Inpaint area: Only masked" in res.infotexts[0]
+    assert "Inpaint area: Only masked" in res.infotexts[0] and "Mask mode" not in res.infotexts[0]
+
+
+def test_inpaint_not_masked_keeps_the_masked_pixels_and_says_so(ctx):
+    src = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    res = process_img2img(Img2ImgRequest(prompt="a star", init_images=[src], mask=mask, mask_blur=0,
+                                         inpainting_mask_invert=1, denoising_strength=0.9, width=64, height=64,
+                                         steps=3, seed=5, save_images=False), ctx)
+    keep = np.asarray(mask) > 0
+    assert np.array_equal(pixels(res.images[0])[keep], pixels(src)[keep])
+    assert "Mask mode: Inpaint not masked" in res.infotexts[0]
 
 
 @pytest.mark.parametrize("upscaler", ["Latent", "Lanczos"])
@@ -155,7 +169,9 @@ def test_hires_fix_doubles_the_size(ctx, upscaler):
                                 denoising_strength=0.5, save_images=False), ctx)
     assert res.images[0].size == (64, 64)
     text = res.infotexts[0]
-    assert "Size: 64x64" in text and f"Hires upscaler: {upscaler}" in text and "Denoising strength: 0.5" in text
+    # A1111's keys: the first pass's size, and the hires pass as a factor of it
+    assert "Size: 32x32" in text and "Hires upscale: 2" in text and f"Hires upscaler: {upscaler}" in text
+    assert "Denoising strength: 0.5" in text
 
 
 def test_sdxl_and_v_prediction_models_generate(ctx):
@@ -181,7 +197,8 @@ def test_every_sampler_runs_on_eps_and_v_models(ctx, sampler, checkpoint):
         res = process_txt2img(small(sampler_name=sampler, scheduler=scheduler, steps=3, save_images=False), ctx)
         arr = pixels(res.images[0])
         assert arr.shape == (32, 32, 3) and arr.std() > 0
-        assert f"Sampler: {sampler}, Schedule type: {scheduler}" in res.infotexts[0]
+        used = Job.schedule_label(scheduler, find_sampler(sampler))  # "Automatic" as the sampler's own schedule
+        assert f"Sampler: {sampler}, Schedule type: {used}" in res.infotexts[0]
 
 
 def test_live_preview_and_progress(ctx):
@@ -219,6 +236,10 @@ def test_lora_tag_in_prompt_changes_the_image_and_is_reverted(ctx, tmp_path):
     missing = process_txt2img(small(prompt="a red circle <lora:nope:1>", save_images=False), ctx)
     assert any("nope" in w for w in missing.warnings)
     assert np.array_equal(pixels(plain.images[0]), pixels(missing.images[0]))
+    assert "Lora hashes" not in missing.infotexts[0]  # the warning says it; no "nope: None" in the parameters
+    both = process_txt2img(small(prompt="a red circle <lora:bold:1> <lora:nope:1>", save_images=False), ctx)
+    hashes = infotext_utils.parse_generation_parameters(both.infotexts[0])["Lora hashes"]
+    assert hashes.startswith("bold: ") and "nope" not in hashes and "None" not in hashes
 
 
 def test_styles_apply_to_prompts(ctx, tmp_path):
@@ -242,6 +263,23 @@ def test_sdxl_refiner_takes_over_at_the_switch_point(ctx):
     assert ctx.models.current.file.name == "tiny-sdxl-refiner.safetensors"
     again = process_txt2img(small(steps=6, save_images=False), ctx)  # the chosen model is back
     assert np.array_equal(pixels(base.images[0]), pixels(again.images[0]))
+
+
+def test_tiling_holds_for_every_batch_when_the_refiner_pushes_the_chosen_model_out(ctx):
+    """With one checkpoint kept loaded, the refiner replaces the chosen model and the next batch reloads it: that
+    batch is tiled too, so each picture equals the same seed generated alone."""
+    manager_options = ctx.models.options
+    manager_options.sd_checkpoints_limit = 1
+    try:
+        ctx.models.load("tiny-sdxl")
+        job = dict(steps=4, refiner_checkpoint="tiny-sdxl-refiner", refiner_switch_at=0.5, tiling=True,
+                   save_images=False)
+        both = process_txt2img(small(n_iter=2, **job), ctx)
+        ctx.models.load("tiny-sdxl")
+        second = process_txt2img(small(seed=1235, **job), ctx)
+    finally:
+        manager_options.sd_checkpoints_limit = 4
+    assert np.array_equal(pixels(both.images[1]), pixels(second.images[0]))
 
 
 def test_img2img_batch_from_a_folder(ctx, tmp_path):
@@ -391,12 +429,12 @@ def test_a_grid_is_made_to_be_shown_or_saved_and_never_when_the_request_says_no(
     grids = ctx.outputs_dir / "txt2img-grids"
     ctx.options.return_grid, ctx.options.grid_save = False, True
     res = process_txt2img(small(batch_size=2), ctx)
-    assert res.grid is None and len(list(grids.rglob("*-grid.png"))) == 1  # saved, not shown (A1111)
+    assert res.grid is None and len(list(grids.rglob("grid-*.png"))) == 1  # saved, not shown (A1111)
     ctx.options.return_grid = True
     res = process_txt2img(small(batch_size=2, do_not_save_grid=True), ctx)
-    assert res.grid is None and len(list(grids.rglob("*-grid.png"))) == 1  # the API's default: no grid at all
+    assert res.grid is None and len(list(grids.rglob("grid-*.png"))) == 1  # the API's default: no grid at all
     res = process_txt2img(small(batch_size=2, save_images=False), ctx)
-    assert res.grid is not None and len(list(grids.rglob("*-grid.png"))) == 1  # shown, not saved
+    assert res.grid is not None and len(list(grids.rglob("grid-*.png"))) == 1  # shown, not saved
 
 
 def test_a_bad_request_is_refused_without_waiting_for_the_jobs_ahead(ctx):

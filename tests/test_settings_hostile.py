@@ -63,8 +63,10 @@ def test_check_names_the_setting(name, value):
 def test_check_accepts_and_normalises_good_values():
     assert Options.check("CLIP_stop_at_last_layers", 2.0) == 2 and Options.check("s_noise", 1) == 1.0
     assert isinstance(Options.check("s_noise", 1), float)
+    defaults = Options()
     for f in fields(Options):
-        assert Options.check(f.name, f.default) == f.default  # every default fits its own constraints
+        default = getattr(defaults, f.name)
+        assert Options.check(f.name, default) == default  # every default fits its own constraints
 
 
 # ---- the API's writers, in process (a full disk can be simulated here) ---------------------------------
@@ -106,16 +108,23 @@ def test_hidden_dir_config_refuses_changing_folders_from_the_api(make_services):
             assert answer.status_code == 403 and name in answer.json()["detail"]
         everything = client.get("/sdapi/v1/options").json()
         assert client.post("/sdapi/v1/options", json={**everything, "s_noise": 0.7}).status_code == 200  # round trip
-        assert services.options.s_noise == 0.7 and services.options.outdir_txt2img_samples == ""
+        assert services.options.s_noise == 0.7 and services.options.outdir_txt2img_samples == "outputs/txt2img-images"
 
 
 # ---- the Settings page's Apply -----------------------------------------------------------------
 
-def settings_apply(options: Options, save=lambda: None):
-    """The Apply button's handler of a Settings tab built over `options`."""
+def settings_apply(options: Options, save=lambda: None, shown: dict | None = None):
+    """The Apply button's handler of a Settings tab built over `options`, called as the page calls it: with what
+    the page showed (`shown`, by default what the options hold) and every control's value, changed or not."""
     with gr.Blocks() as demo:
-        settings_page.build(options, save, lambda fn: fn(), frozen=False, show_dir_fields=True, localizations=[])
-    return next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "apply_settings")
+        page = settings_page.build(options, save, lambda fn: fn(), frozen=False, show_dir_fields=True,
+                                   localizations=[], tab_names=[], quick={}, tabs={})
+    handler = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "apply_settings")
+
+    def apply(**changes):
+        showed = shown if shown is not None else {n: getattr(options, n) for n in page.controls}
+        return handler(showed, *(changes.get(n, showed[n]) for n in page.controls))[0]
+    return apply
 
 
 def test_the_page_refuses_bad_values_and_changes_nothing():
@@ -134,6 +143,25 @@ def test_the_page_says_disk_full(tmp_path, monkeypatch):
     message = settings_apply(options, save=lambda: options.save(tmp_path / "config.json"))(s_noise=0.5)
     assert "not saved" in message and "disk full" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stale_page_applies_only_what_was_changed_on_it():
+    """A page loaded before the API changed s_noise sends the old s_noise back with its own change: only its own
+    change is applied."""
+    options = Options()
+    page_showed = {f.name: getattr(options, f.name) for f in fields(Options)}
+    options.s_noise = 0.7  # changed elsewhere after the page loaded
+    message = settings_apply(options, shown=page_showed)(eta_noise_seed_delta=31337)
+    assert message == "1 settings changed: Eta noise seed delta."
+    assert (options.s_noise, options.eta_noise_seed_delta) == (0.7, 31337)
+
+
+def test_list_settings_are_checked():
+    assert Options.check("quicksettings_list", ["sd_vae", "CLIP_stop_at_last_layers"]) == ["sd_vae",
+                                                                                          "CLIP_stop_at_last_layers"]
+    for bad in ("sd_vae", ["no_such_setting"], [1]):
+        with pytest.raises(SettingError, match="quicksettings_list"):
+            Options.check("quicksettings_list", bad)
 
 
 # ---- the real server ---------------------------------------------------------------------------
@@ -189,7 +217,9 @@ def test_corrupt_files_at_start_are_kept_aside_and_folders_stay_put(tmp_path, ti
             bad = list(tmp_path.glob(f"{name}.bad-*"))
             assert len(bad) == 1 and bad[0].name in server.log()
         status, options, _ = call(url + "/options")
-        assert status == 200 and options == asdict(Options()) | {"sd_model_checkpoint": options["sd_model_checkpoint"]}
+        assert status == 200 and options == asdict(Options()) | {"sd_model_checkpoint": options["sd_model_checkpoint"],
+                                                                 "sd_checkpoint_hash": options["sd_checkpoint_hash"]}
+        assert len(options["sd_checkpoint_hash"]) == 64  # what A1111 clients read to know the loaded model
 
         status, answer, _ = call(url + "/options", {"outdir_txt2img_samples": "/tmp/elsewhere"})
         assert status == 403 and "outdir_txt2img_samples" in answer["detail"]

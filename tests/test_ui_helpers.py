@@ -22,16 +22,28 @@ def test_painted_strokes_become_the_mask():
     assert _mask_from_editor(None) == (None, None)
 
 
-def test_pasting_an_a1111_infotext_fills_the_fields():
+def test_pasting_an_a1111_infotext_fills_the_fields(tmp_path):
+    from modules.options import Options
+    from modules.ui.generation import build_txt2img
+    from modules.ui.networks import PreviewFiles
+    from modules.ui.paste import PasteContext, paste_outputs
+
+    with gr.Blocks():
+        tab = build_txt2img(_stub_worker(tmp_path), PreviewFiles())
+    ids = [c.elem_id for c in paste_outputs(tab)]
+
+    def paste(text):
+        return dict(zip(ids, values_from_infotext(text, tab, PasteContext(Options()))))
+
     text = ("a cat, (masterpiece:1.2)\nNegative prompt: dog\nSteps: 28, Sampler: DPM++ 2M Karras, CFG scale: 6.5, "
             "Seed: 12345, Size: 512x768, Model hash: 6ce0161689, Variation seed: 7, Variation seed strength: 0.3")
-    prompt, negative, steps, sampler, scheduler, cfg, seed, width, height, subseed, strength = \
-        values_from_infotext(text)
-    assert (prompt, negative, steps, sampler, scheduler) == ("a cat, (masterpiece:1.2)", "dog", 28, "DPM++ 2M",
-                                                             "Karras")
-    assert (cfg, seed, width, height, subseed, strength) == (6.5, 12345, 512, 768, 7, 0.3)
-    only_prompt = values_from_infotext("just words")
-    assert only_prompt[0] == "just words" and isinstance(only_prompt[2], type(gr.skip()))
+    v = paste(text)
+    assert [v[f"txt2img_{k}"] for k in ("prompt", "neg_prompt", "steps", "sampling", "scheduler")] == [
+        "a cat, (masterpiece:1.2)", "dog", 28, "DPM++ 2M", "Karras"]
+    assert [v[f"txt2img_{k}"] for k in ("cfg_scale", "seed", "width", "height", "subseed", "subseed_strength")] == [
+        6.5, 12345, 512, 768, 7, 0.3]
+    only_prompt = paste("just words")
+    assert only_prompt["txt2img_prompt"] == "just words" and only_prompt["txt2img_steps"] == gr.skip()
 
 
 def test_a_failing_generation_becomes_a_message():
@@ -64,7 +76,8 @@ TXT2IMG_CONTROLS = {  # request field -> elem_id of the control that fills it (A
     "tiling": "txt2img_tiling", "enable_hr": "txt2img_enable_hr", "hr_upscaler": "txt2img_hr_upscaler",
     "hr_second_pass_steps": "txt2img_hires_steps", "denoising_strength": "txt2img_denoising_strength",
     "hr_scale": "txt2img_hr_scale", "hr_resize_x": "txt2img_hr_resize_x", "hr_resize_y": "txt2img_hr_resize_y",
-    "hr_sampler_name": "hr_sampler", "hr_prompt": "hires_prompt", "hr_negative_prompt": "hires_neg_prompt",
+    "hr_sampler_name": "hr_sampler", "hr_scheduler": "hr_scheduler", "hr_prompt": "hires_prompt",
+    "hr_negative_prompt": "hires_neg_prompt",
     "refiner_checkpoint": "txt2img_refiner_checkpoint", "refiner_switch_at": "txt2img_refiner_switch_at",
 }
 IMG2IMG_CONTROLS = {
@@ -82,8 +95,11 @@ IMG2IMG_CONTROLS = {
 def _stub_worker(tmp_path):
     """Just what building a generation tab asks of the worker: no models, LoRAs, embeddings or styles."""
     from types import SimpleNamespace
-    models = SimpleNamespace(checkpoints=[], checkpoint_titles=list, current=None, refresh=lambda: None)
-    ctx = SimpleNamespace(models=models, loras=None, embeddings=None, styles=None, outputs_dir=tmp_path)
+    models = SimpleNamespace(checkpoints=[], checkpoint_titles=list, current=None, refresh=lambda: None,
+                             paths=SimpleNamespace(checkpoint_dirs=[tmp_path]))
+    from modules.options import Options
+    ctx = SimpleNamespace(models=models, loras=None, embeddings=None, styles=None, outputs_dir=tmp_path,
+                          options=Options())
     return SimpleNamespace(ctx=ctx, interrupt=lambda: None, skip=lambda: None)
 
 
@@ -153,10 +169,10 @@ def test_cards_link_their_pictures_instead_of_embedding_them(tmp_path):
     pages = []
     for picture in (small, large):
         cards = [_card("pencil", picture)]
-        pages.append(cards_html(cards, "txt2img", "none", previews.publish("lora", cards)))
+        pages.append(cards_html(cards, "txt2img", ("none", None), previews.publish("lora", cards)))
     assert "data:" not in pages[1] and f"<img src='{PREVIEW_ROUTE}/" in pages[1] and "loading='lazy'" in pages[1]
     assert len(pages[0]) == len(pages[1])  # a million bytes of picture add nothing to the page
-    assert "extra-network-noimage" in cards_html([_card("bare", None)], "txt2img", "none", {})
+    assert "extra-network-noimage" in cards_html([_card("bare", None)], "txt2img", ("none", None), {})
 
 
 def test_only_pictures_of_the_current_listing_are_served(tmp_path):
@@ -191,7 +207,7 @@ def test_preview_route_needs_the_page_login(tmp_path):
     with gr.Blocks() as demo:
         gr.Markdown("the page")
     demo.extra_network_previews = PreviewFiles()
-    demo.download_folder = tmp_path
+    demo.download_folders = [tmp_path]
     url = f"/{PREVIEW_ROUTE}/" + demo.extra_network_previews.publish("lora", [_card("pencil", picture)])[picture]
     args = parse_args([])
     client = TestClient(webui.create_server_app(args, webui.WebUI(demo, None, None), [("ann", "secret")]),

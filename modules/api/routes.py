@@ -15,17 +15,21 @@ import secrets
 import time
 import typing
 from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from modules import infotext_utils
+from modules.api import infotext as api_infotext
+from modules.api import models as api_models
+from modules.extensions import list_extensions
 from modules.generation import (
     IMAGE_UPSCALERS,
     LATENT_UPSCALE_MODES,
@@ -42,7 +46,7 @@ from modules.models.checkpoint_io import CheckpointError
 from modules.models.memory import memory_report
 from modules.options import PATH_SETTINGS, Options, SettingError
 from modules.postprocessing import extras
-from modules.sampling.samplers import SAMPLERS
+from modules.sampling.samplers import SAMPLERS, find_sampler
 from modules.sampling.schedules import SCHEDULERS
 from modules.user_files import DiskFullError
 
@@ -77,11 +81,30 @@ class _ApiBase(BaseModel):
 
 
 _API_EXTRAS: dict[str, tuple] = {
-    "sampler_index": (str | None, None),  # the old name of sampler_name
+    "sampler_index": (str | None, "Euler"),  # the old name of sampler_name, used when sampler_name is not given
     "send_images": (bool, True),
     "override_settings": (dict[str, Any], Field(default_factory=dict)),
     "override_settings_restore_afterwards": (bool, True),
     "script_name": (str | None, None),
+    "infotext": (str | None, None),  # parameters to fill the fields not given (modules/api/infotext.py)
+}
+
+# A1111's API defaults where they differ from the page's (the request classes hold the page's): its processing
+# classes' defaults (modules/processing.py) and its API models' (sampler_index "Euler").
+_COMMON_API_DEFAULTS: dict[str, tuple] = {
+    "sampler_name": (str | None, None),  # None: sampler_index, "Euler"
+    "scheduler": (str | None, None),  # None: "Automatic"
+    "steps": (int, 50),
+    "seed_resize_from_h": (int, -1),
+    "seed_resize_from_w": (int, -1),
+}
+TXT2IMG_API_DEFAULTS: dict[str, tuple] = {**_COMMON_API_DEFAULTS, "denoising_strength": (float, 0.75)}
+IMG2IMG_API_DEFAULTS: dict[str, tuple] = {
+    **_COMMON_API_DEFAULTS,
+    "inpainting_fill": (int, 0),  # fill
+    "inpaint_full_res": (bool, True),  # "Only masked"
+    "inpaint_full_res_padding": (int, 0),
+    "initial_noise_multiplier": (float | None, None),  # None: A1111's setting, whose default is 1
 }
 
 
@@ -106,7 +129,6 @@ COMMON_NOT_IMPLEMENTED: dict[str, NotImplementedField] = {
     "alwayson_scripts": NotImplementedField(dict[str, Any], Field(default_factory=dict),
                                             "scripts and extensions are not supported"),
     "force_task_id": NotImplementedField(str | None, None, "task ids are not tracked"),
-    "infotext": NotImplementedField(str | None, None, "fields are not read from an infotext; send them as fields"),
 }
 TXT2IMG_NOT_IMPLEMENTED: dict[str, NotImplementedField] = {
     **COMMON_NOT_IMPLEMENTED,
@@ -151,12 +173,12 @@ def not_implemented_warnings(payload: BaseModel, table: dict[str, NotImplemented
 
 Txt2ImgPayload = create_model(
     "Txt2ImgPayload", __base__=_ApiBase,
-    **{**_pydantic_fields(Txt2ImgRequest, skip={"save_images"}), "save_images": (bool, False), **_API_EXTRAS,
-       **_as_pydantic(TXT2IMG_NOT_IMPLEMENTED)})
+    **{**_pydantic_fields(Txt2ImgRequest, skip={"save_images"}), **TXT2IMG_API_DEFAULTS, "save_images": (bool, False),
+       **_API_EXTRAS, **_as_pydantic(TXT2IMG_NOT_IMPLEMENTED)})
 
 Img2ImgPayload = create_model(
     "Img2ImgPayload", __base__=_ApiBase,
-    **{**_pydantic_fields(Img2ImgRequest, skip={"save_images", "init_images", "mask"}),
+    **{**_pydantic_fields(Img2ImgRequest, skip={"save_images", "init_images", "mask"}), **IMG2IMG_API_DEFAULTS,
        "save_images": (bool, False), "init_images": (list[str], Field(default_factory=list)),
        "mask": (str | None, None), "include_init_images": (bool, False), **_API_EXTRAS,
        **_as_pydantic(IMG2IMG_NOT_IMPLEMENTED)})
@@ -180,6 +202,32 @@ class ExtrasBatchPayload(ExtrasSinglePayload):  # type: ignore[valid-type, misc]
 
 class PngInfoPayload(_ApiBase):
     image: str
+
+
+def sampler_and_scheduler(name: str, scheduler: str | None) -> tuple[str, str]:
+    """A1111's reading of a sampler name: its label or an alias, or an older client's "DPM++ 2M Karras" (sampler and
+    schedule type in one, split when no scheduler is given). An unknown name is kept for the job to refuse."""
+    scheduler = scheduler or "Automatic"
+    try:
+        return find_sampler(name).name, scheduler
+    except ValueError:
+        pass
+    if scheduler == "Automatic":
+        for s in SCHEDULERS:
+            for suffix in {s.label, s.name, *s.aliases}:
+                if name.endswith(" " + suffix):
+                    try:
+                        return find_sampler(name[: -len(suffix) - 1]).name, s.label
+                    except ValueError:
+                        pass
+    return name, scheduler
+
+
+def _int_or(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 # ---- images ------------------------------------------------------------------------------------
@@ -221,6 +269,22 @@ class ApiServices:
     cmd_flags: dict[str, Any]
     frozen_settings: bool = False
     hide_dir_settings: bool = False  # --hide-ui-dir-config: PATH_SETTINGS cannot be changed
+    # --api-server-stop: how the program that serves the API stops (webui.py sets them once its server exists)
+    stop_server: typing.Callable[[], None] | None = None  # ends serving cleanly; the program then exits
+    kill_server: typing.Callable[[], None] | None = None  # ends the program at once
+
+
+# A1111's routes for features this program does not have: they answer 501 with this message.
+NOT_AVAILABLE_ROUTES: dict[tuple[str, str], tuple[type[BaseModel], str]] = {
+    ("POST", "/interrogate"): (api_models.InterrogateResponse,
+                               "interrogating a picture (CLIP or DeepBooru captions) is not available in this program"),
+    ("POST", "/create/embedding"): (api_models.CreateResponse,
+                                    "creating embeddings (textual inversion) is not available in this program"),
+    ("POST", "/create/hypernetwork"): (api_models.CreateResponse, "hypernetworks are not supported in this program"),
+    ("POST", "/train/embedding"): (api_models.TrainResponse,
+                                   "training embeddings (textual inversion) is not available in this program"),
+    ("POST", "/train/hypernetwork"): (api_models.TrainResponse, "hypernetworks are not supported in this program"),
+}
 
 
 def _credentials_check(credentials: list[tuple[str, str]] | None):
@@ -241,9 +305,18 @@ def create_router(services: ApiServices, credentials: list[tuple[str, str]] | No
     check = _credentials_check(credentials)
     router = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(check)] if check else [])
     api = _Api(services)
-    for method, path, fn in api.routes():
-        router.add_api_route(path, fn, methods=[method])
+    for method, path, fn, answer in api.routes():
+        router.add_api_route(path, fn, methods=[method], response_model=answer)
+    for (method, path), (answer, message) in NOT_AVAILABLE_ROUTES.items():
+        router.add_api_route(path, _not_available(message), methods=[method], response_model=answer,
+                             responses=api_models.NOT_AVAILABLE, summary=f"Not available: {message}")
     return router
+
+
+def _not_available(message: str):
+    def answer():
+        raise ApiError(501, message)
+    return answer
 
 
 def install_docs(app, credentials: list[tuple[str, str]] | None = None) -> None:
@@ -292,50 +365,67 @@ class _Api:
         self.worker = services.worker
         self.ctx = services.worker.ctx
 
-    def routes(self):
-        return [
-            ("POST", "/txt2img", self.txt2img),
-            ("POST", "/img2img", self.img2img),
-            ("POST", "/extra-single-image", self.extra_single_image),
-            ("POST", "/extra-batch-images", self.extra_batch_images),
-            ("POST", "/png-info", self.png_info),
-            ("GET", "/progress", self.progress),
-            ("POST", "/interrupt", self.interrupt),
-            ("POST", "/skip", self.skip),
-            ("GET", "/options", self.get_options),
-            ("POST", "/options", self.set_options),
-            ("GET", "/cmd-flags", self.cmd_flags),
-            ("GET", "/samplers", self.samplers),
-            ("GET", "/schedulers", self.schedulers),
-            ("GET", "/upscalers", self.upscalers),
-            ("GET", "/latent-upscale-modes", self.latent_upscale_modes),
-            ("GET", "/sd-models", self.sd_models),
-            ("GET", "/sd-vae", self.sd_vae),
-            ("GET", "/loras", self.loras),
-            ("GET", "/embeddings", self.embeddings),
-            ("GET", "/prompt-styles", self.prompt_styles),
-            ("POST", "/refresh-checkpoints", self.refresh_checkpoints),
-            ("POST", "/refresh-vae", self.refresh_checkpoints),
-            ("POST", "/refresh-loras", self.refresh_loras),
-            ("POST", "/refresh-embeddings", self.refresh_embeddings),
-            ("POST", "/reload-checkpoint", self.reload_checkpoint),
-            ("GET", "/memory", self.memory),
+    def routes(self) -> list[tuple[str, str, typing.Callable, Any]]:
+        """(method, path, handler, response model) of each route, A1111's names and answers."""
+        m = api_models
+        routes = [
+            ("POST", "/txt2img", self.txt2img, m.TextToImageResponse),
+            ("POST", "/img2img", self.img2img, m.ImageToImageResponse),
+            ("POST", "/extra-single-image", self.extra_single_image, m.ExtrasSingleImageResponse),
+            ("POST", "/extra-batch-images", self.extra_batch_images, m.ExtrasBatchImagesResponse),
+            ("POST", "/png-info", self.png_info, m.PNGInfoResponse),
+            ("GET", "/progress", self.progress, m.ProgressResponse),
+            ("POST", "/interrupt", self.interrupt, None),
+            ("POST", "/skip", self.skip, None),
+            ("GET", "/options", self.get_options, m.OptionsModel),
+            ("POST", "/options", self.set_options, None),
+            ("GET", "/cmd-flags", self.cmd_flags, m.FlagsModel),
+            ("GET", "/samplers", self.samplers, list[m.SamplerItem]),
+            ("GET", "/schedulers", self.schedulers, list[m.SchedulerItem]),
+            ("GET", "/upscalers", self.upscalers, list[m.UpscalerItem]),
+            ("GET", "/latent-upscale-modes", self.latent_upscale_modes, list[m.LatentUpscalerModeItem]),
+            ("GET", "/sd-models", self.sd_models, list[m.SDModelItem]),
+            ("GET", "/sd-vae", self.sd_vae, list[m.SDVaeItem]),
+            ("GET", "/hypernetworks", self.hypernetworks, list[m.HypernetworkItem]),
+            ("GET", "/face-restorers", self.face_restorers, list[m.FaceRestorerItem]),
+            ("GET", "/realesrgan-models", self.realesrgan_models, list[m.RealesrganItem]),
+            ("GET", "/prompt-styles", self.prompt_styles, list[m.PromptStyleItem]),
+            ("GET", "/embeddings", self.embeddings, m.EmbeddingsResponse),
+            ("GET", "/loras", self.loras, list[m.LoraItem]),
+            ("POST", "/refresh-embeddings", self.refresh_embeddings, None),
+            ("POST", "/refresh-checkpoints", self.refresh_checkpoints, None),
+            ("POST", "/refresh-vae", self.refresh_checkpoints, None),
+            ("POST", "/refresh-loras", self.refresh_loras, None),
+            ("GET", "/memory", self.memory, m.MemoryResponse),
+            ("POST", "/unload-checkpoint", self.unload_checkpoint, None),
+            ("POST", "/reload-checkpoint", self.reload_checkpoint, None),
+            ("GET", "/scripts", self.scripts, m.ScriptsList),
+            ("GET", "/script-info", self.script_info, list[m.ScriptInfo]),
+            ("GET", "/extensions", self.extensions, list[m.ExtensionItem]),
         ]
+        if self.s.cmd_flags.get("api_server_stop"):  # as A1111: without the flag these routes do not exist (404)
+            routes += [("POST", "/server-kill", self.server_kill, None),
+                       ("POST", "/server-restart", self.server_restart, None),
+                       ("POST", "/server-stop", self.server_stop, None)]
+        return routes
 
     # ---- generation ----------------------------------------------------------------------------
     def txt2img(self, payload: Txt2ImgPayload):  # type: ignore[valid-type]
-        """A1111's txt2img. `images` holds the batch; as in A1111, a grid comes first only with `save_images`
-        (and the return_grid setting on), and `info`'s `index_of_first_image` is then 1.
+        """A1111's txt2img, with A1111's API defaults (sampler Euler, 50 steps...). `images` holds the batch; as in
+        A1111, a grid comes first only with `save_images` (and the return_grid setting on), and `info`'s
+        `index_of_first_image` is then 1. An `infotext` fills the fields the request does not give.
         A1111 fields we do not implement yet are accepted; each one set to something that would need them is
         named in `info`'s `warnings` list (with the job's own warnings) and in the server log. A `script_name`
         answers 422, as A1111 does for a script it does not have: we have none."""
+        self._apply_infotext(payload, "txt2img")
         req = Txt2ImgRequest(**self._request_fields(payload, Txt2ImgRequest))
         return self._generate(req, payload, not_implemented_warnings(payload, TXT2IMG_NOT_IMPLEMENTED))
 
     def img2img(self, payload: Img2ImgPayload):  # type: ignore[valid-type]
-        """A1111's img2img; `images`, `info` and `warnings` as for txt2img."""
+        """A1111's img2img; `images`, `info`, `infotext` and `warnings` as for txt2img."""
         if not payload.init_images:
             raise ApiError(422, "init_images: give at least one picture")
+        self._apply_infotext(payload, "img2img")
         init = [decode_image(d, f"init_images[{i}]") for i, d in enumerate(payload.init_images)]
         mask = decode_image(payload.mask, "mask") if payload.mask else None
         req = Img2ImgRequest(**self._request_fields(payload, Img2ImgRequest), init_images=init, mask=mask)
@@ -345,11 +435,19 @@ class _Api:
             answer["parameters"]["mask"] = None
         return answer
 
+    def _apply_infotext(self, payload: BaseModel, mode: str) -> None:
+        try:
+            api_infotext.apply_infotext(payload, mode, self.ctx.options)
+        except api_infotext.InfotextError as e:
+            raise ApiError(422, str(e)) from e
+
     def _request_fields(self, payload: BaseModel, cls) -> dict:
         names = {f.name for f in fields(cls)} - {"init_images", "mask"}
         values = {k: v for k, v in payload.model_dump().items() if k in names}
-        if payload.sampler_index and not payload.model_fields_set & {"sampler_name"}:
-            values["sampler_name"] = payload.sampler_index
+        values["sampler_name"], values["scheduler"] = sampler_and_scheduler(
+            payload.sampler_name or payload.sampler_index or "Euler", payload.scheduler)
+        if "initial_noise_multiplier" in values and values["initial_noise_multiplier"] is None:
+            values["initial_noise_multiplier"] = 1.0  # A1111's setting (which we do not have) at its default
         if payload.script_name:  # A1111 looks the name up among its scripts; we have none
             raise ApiError(422, f"Script '{payload.script_name}' not found")
         values["do_not_save_grid"] = not payload.save_images  # as A1111's API: a grid only where one is saved
@@ -361,6 +459,7 @@ class _Api:
         overrides = self._checked_options(dict(payload.override_settings or {}))
         option_values = {k: v for k, v in overrides.items() if k not in MODEL_FIELDS}
         model_values = {k: v for k, v in overrides.items() if k in MODEL_FIELDS}
+        started = time.strftime("%Y%m%d%H%M%S")
         try:
             result = self.worker.run(req, option_overrides=option_values, models=model_values,
                                      restore_models=payload.override_settings_restore_afterwards)
@@ -368,36 +467,57 @@ class _Api:
             raise ApiError(422, str(e)) from e
         except CheckpointError as e:
             raise ApiError(422, str(e)) from e
-        return self._answer(req, payload, result, warnings)
+        return self._answer(req, payload, result, warnings, started)
 
-    def _answer(self, req: Txt2ImgRequest, payload, result: GenerationResult, warnings: list[str]) -> dict:
+    def _answer(self, req: Txt2ImgRequest, payload, result: GenerationResult, warnings: list[str],
+                started: str) -> dict:
         """A1111's answer: with a grid, `images` and `infotexts` start with it and the per-image lists
-        (`all_seeds`, ...) start at `index_of_first_image`."""
+        (`all_seeds`, ...) start at `index_of_first_image`. `info` has the keys of A1111's Processed.js()."""
         grid = result.grid if not req.do_not_save_grid else None
         images_out, infotexts = result.images, result.infotexts
         if grid is not None:  # labelled with the first picture's infotext, as A1111 does
             images_out, infotexts = [grid, *images_out], infotexts[:1] + infotexts
         pictures = [encode_image(im, text) for im, text in zip(images_out, infotexts)] if payload.send_images else []
-        model = self.ctx.models.current
+        used = infotext_utils.parse_generation_parameters(result.infotexts[0]) if result.infotexts else {}
+        prompts = result.all_prompts or [req.prompt]
+        negatives = result.all_negative_prompts or [req.negative_prompt]
         info = {
-            "prompt": req.prompt, "all_prompts": [req.prompt] * len(result.images),
-            "negative_prompt": req.negative_prompt,
-            "all_negative_prompts": [req.negative_prompt] * len(result.images),
-            "seed": result.seeds[0] if result.seeds else None, "all_seeds": result.seeds,
-            "subseed": result.subseeds[0] if result.subseeds else None, "all_subseeds": result.subseeds,
+            "prompt": prompts[0], "all_prompts": prompts,
+            "negative_prompt": negatives[0], "all_negative_prompts": negatives,
+            "seed": result.seeds[0] if result.seeds else req.seed, "all_seeds": result.seeds or [req.seed],
+            "subseed": result.subseeds[0] if result.subseeds else req.subseed,
+            "all_subseeds": result.subseeds or [req.subseed],
             "subseed_strength": req.subseed_strength, "width": req.width, "height": req.height,
             "sampler_name": req.sampler_name, "cfg_scale": req.cfg_scale, "steps": req.steps,
-            "batch_size": req.batch_size, "restore_faces": False,
-            "sd_model_name": model.file.model_name if model else None,
-            "sd_model_hash": model.file.shorthash if model else None,
+            "batch_size": req.batch_size, "restore_faces": False, "face_restoration_model": None,
+            **self._models_used(used),
             "seed_resize_from_w": req.seed_resize_from_w, "seed_resize_from_h": req.seed_resize_from_h,
-            "denoising_strength": req.denoising_strength, "styles": req.styles,
-            "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": req.clip_skip,
-            "index_of_first_image": 1 if grid is not None else 0, "infotexts": infotexts,
-            "warnings": warnings + result.warnings, "interrupted": result.interrupted, "version": VERSION,
+            "denoising_strength": getattr(req, "denoising_strength", None),
+            "extra_generation_params": result.extra_generation_params,
+            "index_of_first_image": 1 if grid is not None else 0, "infotexts": infotexts, "styles": req.styles,
+            "job_timestamp": started, "clip_skip": _int_or(used.get("Clip skip"), 1),
+            "is_using_inpainting_conditioning": self._inpainting_model(used.get("Model hash")),
+            "version": VERSION,
+            "warnings": warnings + result.warnings, "interrupted": result.interrupted,
         }
         parameters = payload.model_dump()
         return {"images": pictures, "parameters": parameters, "info": json.dumps(info, ensure_ascii=False)}
+
+    def _models_used(self, used: dict) -> dict:
+        """sd_model_name/hash and sd_vae_name/hash of the models the job used, as its infotext names them."""
+        vae_name, vae_hash = used.get("VAE"), None
+        if vae_name:
+            vae = next((v for v in self.ctx.models.vaes if Path(v.name).name == vae_name), None)
+            if vae is not None:
+                vae_hash = (vae.sha256 or self.ctx.models.hashes.sha256(vae.path))[:10]
+        return {"sd_model_name": used.get("Model"), "sd_model_hash": used.get("Model hash"),
+                "sd_vae_name": vae_name, "sd_vae_hash": vae_hash}
+
+    def _inpainting_model(self, model_hash: str | None) -> bool:
+        """Whether the job's checkpoint is an inpainting one (its UNet takes the mask and masked picture)."""
+        model = self.ctx.models.current
+        return bool(model is not None and model_hash and model.file.shorthash == model_hash
+                    and model.spec.is_inpainting)
 
     # ---- extras and PNG info -------------------------------------------------------------------
     @staticmethod
@@ -408,7 +528,8 @@ class _Api:
 
     def _run_extras(self, pictures: list[Image.Image], payload):
         try:
-            return extras.run_extras(pictures, self._extras_request(payload), self.ctx.outputs_dir)
+            return extras.run_extras(pictures, self._extras_request(payload), self.ctx.outputs_dir,
+                                     self.ctx.options)
         except extras.PostprocessError as e:
             raise ApiError(422, str(e)) from e
 
@@ -444,6 +565,7 @@ class _Api:
             "current_image": None if skip_current_image or s.preview is None or not s.active
             else encode_image(s.preview),
             "textinfo": s.text if s.active else None,
+            "current_task": None,
             "queued": self.worker.waiting,
         }
 
@@ -538,10 +660,13 @@ class _Api:
             return {"loaded": {}, "skipped": {}}
         db.reload()
         loaded, skipped = db.for_model(model.spec)
-        return {"loaded": {name: {"step": e.step, "sd_checkpoint": e.sd_checkpoint,
-                                  "sd_checkpoint_name": e.sd_checkpoint_name, "shape": next(iter(e.dims.values())),
-                                  "vectors": e.vector_count} for name, e in loaded.items()},
-                "skipped": {name: {"reason": why} for name, why in skipped.items()}}
+
+        def item(e, reason: str | None = None) -> dict:
+            return {"step": e.step, "sd_checkpoint": getattr(e, "sd_checkpoint", None),
+                    "sd_checkpoint_name": getattr(e, "sd_checkpoint_name", None),
+                    "shape": next(iter(e.dims.values())), "vectors": e.vector_count, "reason": reason}
+        return {"loaded": {name: item(e) for name, e in loaded.items()},
+                "skipped": {name: item(db.all[name], why) for name, why in skipped.items()}}
 
     def prompt_styles(self):
         styles = self.ctx.styles
@@ -565,12 +690,60 @@ class _Api:
             self.ctx.embeddings.reload()
         return {}
 
+    def unload_checkpoint(self):
+        """Frees the loaded checkpoints (after the running job); the chosen one loads again when next needed."""
+        self.worker.with_lock(self.ctx.models.unload)
+        return {}
+
     def reload_checkpoint(self):
+        """Loads the chosen checkpoint again after unload-checkpoint (nothing to do while it is loaded)."""
         try:
             self.worker.with_lock(self.ctx.models.ensure_selected)
         except CheckpointError as e:
             raise ApiError(422, str(e)) from e
         return {}
+
+    # ---- what this program does not have: empty lists, as A1111 answers without any ------------
+    def hypernetworks(self):
+        return []  # hypernetworks are not supported
+
+    def face_restorers(self):
+        return []  # no face restoration (GFPGAN, CodeFormer)
+
+    def realesrgan_models(self):
+        return []  # the Extras upscalers are Lanczos and Nearest
+
+    def scripts(self):
+        return {"txt2img": [], "img2img": []}  # A1111 scripts are not run here
+
+    def script_info(self):
+        return []
+
+    def extensions(self):
+        """The folders in extensions/, as A1111 lists them; none is run here, so none is enabled."""
+        return [{"name": e.name, "remote": e.url, "branch": e.branch, "commit_hash": e.commit, "version": e.commit,
+                 "commit_date": e.modified, "enabled": False}
+                for e in list_extensions(self.ctx.models.paths.data_dir / "extensions")]
+
+    # ---- stopping the server (--api-server-stop) -------------------------------------------------
+    def server_stop(self):
+        """As A1111: answers "Stopping." and the program ends; a running job is interrupted first."""
+        if self.s.stop_server is None:
+            raise ApiError(501, "this server cannot be stopped from the API")
+        self.worker.interrupt()
+        self.s.stop_server()
+        return PlainTextResponse("Stopping.")
+
+    def server_kill(self):
+        """Ends the program at once (A1111's server-kill), without waiting for a running job."""
+        if self.s.kill_server is None:
+            raise ApiError(501, "this server cannot be killed from the API")
+        self.s.kill_server()
+        return PlainTextResponse("Killing.")
+
+    def server_restart(self):
+        """A1111 restarts only under its launcher's restart loop and answers 501 otherwise; we have no such loop."""
+        raise ApiError(501, "restarting from the API is not supported; use server-stop and start the program again")
 
     def memory(self):
         return memory_report()

@@ -15,7 +15,7 @@ import logging
 import numbers
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,11 +148,13 @@ def load_embedding(path: Path, allow_unsafe_pickle: bool = False) -> Embedding:
 
 
 class EmbeddingDatabase:
-    """All embeddings under a folder (recursively). `reload` is cheap when nothing changed, so it
-    can run before every generation; only new or modified files are read again."""
+    """All embeddings under the folders (recursively; the user's folder first, then the built-in one). `reload`
+    is cheap when nothing changed, so it can run before every generation; only new or modified files are read
+    again."""
 
-    def __init__(self, folder: Path | str, allow_unsafe_pickle: bool = False):
-        self.folder = Path(folder)
+    def __init__(self, folders: Path | str | Sequence[Path], allow_unsafe_pickle: bool = False):
+        self.folders = [Path(folders)] if isinstance(folders, Path | str) else [Path(f) for f in folders]
+        self.folder = self.folders[0]  # the user's: where new embeddings go
         self.allow_unsafe_pickle = allow_unsafe_pickle
         self.all: dict[str, Embedding] = {}
         self.errors: dict[str, str] = {}  # file path relative to the folder -> why it is not used
@@ -164,12 +166,21 @@ class EmbeddingDatabase:
         """Embedding files in a stable order: a folder's files (by name) before its subfolders.
         Linked folders are followed, each real folder once."""
         seen: set[str] = set()
-        for root, dirs, files in os.walk(self.folder, followlinks=True):
-            seen.add(os.path.realpath(root))
-            dirs[:] = sorted((d for d in dirs if os.path.realpath(os.path.join(root, d)) not in seen), key=str.lower)
-            for name in sorted(files, key=str.lower):
-                if name.lower().endswith(SUFFIXES):
-                    yield Path(root) / name
+        for folder in self.folders:
+            if os.path.realpath(folder) in seen:
+                continue
+            for root, dirs, files in os.walk(folder, followlinks=True):
+                seen.add(os.path.realpath(root))
+                dirs[:] = sorted((d for d in dirs if os.path.realpath(os.path.join(root, d)) not in seen),
+                                 key=str.lower)
+                for name in sorted(files, key=str.lower):
+                    if name.lower().endswith(SUFFIXES):
+                        yield Path(root) / name
+
+    def _relative(self, path: Path) -> str:
+        """The file's name relative to the folder it was found in."""
+        folder = next((f for f in self.folders if path.is_relative_to(f)), path.parent)
+        return path.relative_to(folder).as_posix()
 
     def _stamps(self) -> dict[Path, tuple[int, int]]:
         stamps = {}
@@ -202,11 +213,11 @@ class EmbeddingDatabase:
                 old = self._files.get(path)
                 result = old[1] if old and old[0] == stamp else self._load(path)
                 files[path] = (stamp, result)
-                rel = path.relative_to(self.folder).as_posix()
+                rel = self._relative(path)
                 if isinstance(result, str):
                     errors[rel] = result
                 elif result.name in found:
-                    first = found[result.name].path.relative_to(self.folder).as_posix()
+                    first = self._relative(found[result.name].path)
                     errors[rel] = f"the name {result.name!r} is already used by {first}; rename this file to use it"
                 else:
                     found[result.name] = result

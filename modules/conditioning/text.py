@@ -372,6 +372,20 @@ def multicond_learned_conditioning(encoder: PromptEncoder, prompts: list[str], s
     return MultiCondConditioning([[(schedules[i], w) for i, w in prompt] for prompt in indexes])
 
 
+def pad_to_longest(conds: list[TextConditioning]) -> list[TextConditioning]:
+    """Conditionings of different lengths (an AND-ed subprompt over 75 tokens, prompt editing to a longer text)
+    made one length to share a batch, by A1111's rule (`prompt_parser.stack_conds`): each shorter context is
+    extended with copies of its own last token vector up to the longest. Pooled vectors are left as they are."""
+    longest = max(c.context.shape[1] for c in conds)
+    padded = []
+    for c in conds:
+        missing = longest - c.context.shape[1]
+        if missing:
+            c = TextConditioning(torch.cat([c.context, c.context[:, -1:].expand(-1, missing, -1)], dim=1), c.pooled)
+        padded.append(c)
+    return padded
+
+
 def cond_at_step(schedule: list[ScheduledConditioning], step: int) -> TextConditioning:
     """The conditioning in force at `step`, compared as A1111 does (its sampler steps count from 0
     while schedule ends count from 1, and past the end it falls back to the first entry)."""

@@ -2,6 +2,7 @@
 only the masked part changes (whole picture or "only masked" at full resolution)."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +12,13 @@ from PIL import Image, ImageFilter, ImageOps
 
 from modules.generation import saving
 from modules.generation.job import Batch, BatchOutput, Job, ProcessingContext, model_calls
-from modules.generation.requests import MASKED_CONTENT, GenerationError, GenerationResult, Img2ImgRequest
+from modules.generation.requests import (
+    MASKED_CONTENT,
+    GenerationError,
+    GenerationResult,
+    Img2ImgRequest,
+    read_picture,
+)
 from modules.sampling import rng
 from modules.sampling.denoiser import LatentMask
 
@@ -86,6 +93,7 @@ class Img2Img:
         params = {"Denoising strength": req.denoising_strength}
         if self.mask is not None:
             params.update({"Mask blur": req.mask_blur,
+                           "Mask mode": "Inpaint not masked" if req.inpainting_mask_invert else None,
                            "Masked content": None if req.inpainting_fill == 1 else MASKED_CONTENT[req.inpainting_fill],
                            "Inpaint area": "Only masked" if req.inpaint_full_res else None,
                            "Masked area padding": req.inpaint_full_res_padding if req.inpaint_full_res else None})
@@ -96,12 +104,37 @@ def process_img2img(req: Img2ImgRequest, ctx: ProcessingContext) -> GenerationRe
     if not req.init_images:
         raise GenerationError("img2img needs an input image")
     job = Job(req, ctx)
+    mode = Img2Img(req)
+    _save_init_images(job)
+    if mode.mask is not None and (job.opts.save_mask or job.opts.save_mask_composite):
+        job.mask_for_overlay = _overlay_mask(req, mode.mask)  # Job.save writes it beside each picture
     if req.denoising_strength <= 0:  # nothing to do: the input is the result (A1111 would still take one step)
         image = resize_image(req.resize_mode, req.init_images[0].convert("RGB"), req.width, req.height)
         text = job.infotext(0, {"Denoising strength": 0})
         return GenerationResult([image], [text], job.all_seeds[:1], job.all_subseeds[:1],
                                 [p for p in [job.save(image, 0, text)] if p])
-    return job.run(Img2Img(req))
+    return job.run(mode)
+
+
+def _save_init_images(job: Job) -> None:
+    """save_init_img: each input picture into outdir_init_images, named by the MD5 of its pixels (A1111), which
+    the infotext records as "Init image hash"."""
+    if not job.opts.save_init_img:
+        return
+    folder = saving.output_folder(job.opts, job.ctx.outputs_dir, "init-images")
+    for picture in job.req.init_images:
+        digest = hashlib.md5(picture.tobytes()).hexdigest()  # noqa: S324 (a name, as A1111's, not security)
+        saving.save_image(picture, folder, None, saving.read_infotext(picture), "png", opts=job.opts,
+                          save_to_dirs=False, forced_filename=digest)
+        job.generation_params["Init image hash"] = digest
+
+
+def _overlay_mask(req: Img2ImgRequest, mask: Image.Image) -> Image.Image:
+    """The mask as it was laid over the results: at the output size, blurred by mask_blur (A1111's
+    mask_for_overlay, what save_mask writes)."""
+    mode = req.resize_mode if req.resize_mode != 3 else 0
+    mask = resize_image(mode, mask.convert("RGB"), req.width, req.height).convert("L")
+    return mask.filter(ImageFilter.GaussianBlur(req.mask_blur)) if req.mask_blur > 0 else mask
 
 
 def _sample_pictures(job: Job, batch: Batch, init_src: Image.Image, mask_full: Image.Image | None
@@ -155,6 +188,8 @@ def _sample_pictures(job: Job, batch: Batch, init_src: Image.Image, mask_full: I
     latent = job.sample_from_latent(init_latent, c, uc, batch, req.steps, req.denoising_strength, job.sampler,
                                     req.scheduler, w, h, image_cond=image_cond, mask=latent_mask,
                                     noise_multiplier=noise_multiplier)
+    if latent is None:  # interrupted before the first step: no pictures
+        return []
     out = model.decode_latents(latent)
     if mask is None:
         return out
@@ -200,16 +235,17 @@ def process_img2img_folder(req: Img2ImgRequest, ctx: ProcessingContext, input_di
         if ctx.state.interrupted:
             break
         try:
-            with Image.open(path) as im:
-                image = im.copy()
+            image = read_picture(path)
             mask = None
             if mask_dir is not None:
                 candidates = [m for m in Path(mask_dir).glob(path.stem + ".*") if m.suffix.lower() in IMAGE_SUFFIXES]
                 if candidates:
-                    with Image.open(candidates[0]) as m:
-                        mask = m.copy()
+                    mask = read_picture(candidates[0])
         except OSError as e:
             total.warnings.append(f"{path.name}: not a readable image ({e}); skipped")
+            continue
+        except GenerationError as e:  # too large: refused from its header, before decoding
+            total.warnings.append(f"{e}; skipped")
             continue
         res = process_img2img(replace(req, init_images=[image], mask=mask, save_images=output_dir is None
                                       and req.save_images), ctx)

@@ -7,9 +7,11 @@ A mode (txt2img, img2img) only supplies how one batch is sampled: `Mode.sample_b
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +29,7 @@ from modules.conditioning.text import (
     multicond_learned_conditioning,
 )
 from modules.generation import saving
+from modules.generation.filenames import FilenameGenerator, NameInfo
 from modules.generation.progress import GenerationState
 from modules.generation.requests import VERSION, GenerationError, GenerationRequest, GenerationResult, check_prompt
 from modules.models.checkpoint_io import CheckpointError
@@ -34,7 +37,7 @@ from modules.options import Options
 from modules.sampling import preview, rng
 from modules.sampling.denoiser import CFGDenoiser, LatentMask, UNetDenoiser
 from modules.sampling.samplers import BrownianTreeNoiseSampler, SamplerInfo, find_sampler
-from modules.sampling.schedules import get_sigmas
+from modules.sampling.schedules import find_scheduler, get_sigmas
 
 log = logging.getLogger(__name__)
 
@@ -205,12 +208,16 @@ class Job:
         result = GenerationResult([], [], [], [])
         state.begin(req.n_iter * mode.passes_per_batch, text=mode.name)
         try:
-            with SeamlessTiling(self.model, req.tiling):
+            with contextlib.ExitStack() as self._tiling:
+                self._tiled: set[int] = set()
+                self._tile(self.model)
                 for batch in self.batches():
                     out = mode.sample_batch(self, batch)
                     if state.skipped and not state.interrupted:
                         continue
                     params = {**self.refiner_info, **out.params}
+                    result.extra_generation_params = {k: v for k, v in {**params, **self.generation_params}.items()
+                                                      if v is not None}
                     width, height = out.size or (req.width, req.height)
                     for k, image in enumerate(out.images):
                         index = batch.first + k
@@ -233,10 +240,18 @@ class Job:
             prompts = self.apply_networks(self.all_prompts[lo:hi])
             yield Batch(n, lo, self.all_seeds[lo:hi], self.all_subseeds[lo:hi], prompts, self.all_negative[lo:hi])
 
+    def _tile(self, model) -> None:
+        """Tiling on `model` until the job ends: the chosen model, the refiner, and the chosen model again when it
+        was reloaded after the refiner pushed it out."""
+        if self.req.tiling and id(model) not in self._tiled:
+            self._tiled.add(id(model))
+            self._tiling.enter_context(SeamlessTiling(model, True))
+
     def back_to_base(self) -> None:
         """After a batch finished on the refiner, the next one starts on the chosen model again."""
         if self.refiner_info:
             self.model = self.ctx.models.ensure_selected()
+            self._tile(self.model)
             self.denoiser = UNetDenoiser(self.model)
             self.prompt_encoder = PromptEncoder(self.model, self.embeddings, self.encode_settings)
             self.refiner_info = {}
@@ -302,8 +317,15 @@ class Job:
                     s_noise=req.s_noise if req.s_noise is not None else opts.s_noise)
 
     def _run_sampler(self, sampler: SamplerInfo, cfg: CFGDenoiser, x: torch.Tensor, sigmas: torch.Tensor,
-                     noise_rng, seeds: list[int]) -> torch.Tensor:
+                     noise_rng, seeds: list[int]) -> torch.Tensor | None:
+        """The sampled latents. Stopped early (interrupt, skip), as A1111: the last step's prediction of the clean
+        pictures instead of the still noisy latents, and None when no step was made (nothing to show)."""
         state = self.ctx.state
+        last = {"stopped": False, "denoised": None}
+
+        def should_stop() -> bool:
+            last["stopped"] = last["stopped"] or state.should_stop
+            return last["stopped"]
         if sampler.brownian_noise:
             nonzero = sigmas[sigmas > 0]
             noise_sampler = BrownianTreeNoiseSampler(x, float(nonzero.min()), float(sigmas.max()), seeds)
@@ -313,13 +335,15 @@ class Job:
         every = self.opts.show_progress_every_n_steps
 
         def callback(d):
+            last["denoised"] = d["denoised"]
             picture = None
             if self.opts.live_previews_enable and every > 0 and (d["i"] + 1) % every == 0:
                 picture = preview.preview_image(self.model, d["denoised"][:1])
             state.step_done(picture)
 
-        return sampler.function(cfg, x, sigmas, extra_args={}, callback=callback, noise_sampler=noise_sampler,
-                                should_stop=lambda: state.should_stop, **self._sampler_kwargs(sampler))
+        x = sampler.function(cfg, x, sigmas, extra_args={}, callback=callback, noise_sampler=noise_sampler,
+                             should_stop=should_stop, **self._sampler_kwargs(sampler))
+        return last["denoised"] if last["stopped"] else x
 
     def _time_ids(self, width: int, height: int):
         family = self.model.spec.family
@@ -337,8 +361,9 @@ class Job:
                             latent_scale=self.model.latent_scale)
 
     def sample_from_noise(self, c, uc, batch: Batch, image_cond=None, refiner: RefinerSwitch | None = None
-                          ) -> torch.Tensor:
-        """Latents of a whole schedule from each image's seed noise (txt2img's first pass)."""
+                          ) -> torch.Tensor | None:
+        """Latents of a whole schedule from each image's seed noise (txt2img's first pass); None when stopped
+        before the first step."""
         req = self.req
         f = self.model.latent_scale
         shape = (self.model.unet.config.out_channels, req.height // f, req.width // f)
@@ -361,6 +386,7 @@ class Job:
             self.warnings.append(f"refiner not used: {e}")
             return
         self.model = model
+        self._tile(model)
         self.denoiser = UNetDenoiser(model)
         self.prompt_encoder = PromptEncoder(model, {}, self.encode_settings)
         c, uc = self.conds(batch.prompts, batch.negatives, model_calls(self.sampler, self.req.steps))
@@ -370,9 +396,9 @@ class Job:
 
     def sample_from_latent(self, init_latent, c, uc, batch: Batch, steps: int, strength: float,
                            sampler: SamplerInfo, scheduler: str, width: int, height: int, image_cond=None,
-                           mask: LatentMask | None = None, noise_multiplier: float = 1.0) -> torch.Tensor:
+                           mask: LatentMask | None = None, noise_multiplier: float = 1.0) -> torch.Tensor | None:
         """img2img and the hires pass, with A1111's step semantics: the schedule of `steps` is entered at
-        `strength`."""
+        `strength`. None when stopped before the first step."""
         if self.opts.img2img_fix_steps:
             t_enc = steps - 1
             steps = int(steps / min(strength, 0.999)) if strength > 0 else 0
@@ -388,6 +414,28 @@ class Job:
         return self._run_sampler(sampler, cfg, x, sigma_sched, noise_rng, batch.seeds)
 
     # ---- infotext / saving ----
+    @staticmethod
+    def schedule_label(scheduler: str, sampler: SamplerInfo) -> str:
+        """The schedule a pass really used, as A1111 writes it: "Automatic" becomes the sampler's own schedule
+        ("Karras" for DPM++ 2M), and stays "Automatic" for a sampler without one."""
+        try:
+            chosen = find_scheduler(scheduler or "Automatic")
+            if chosen.function is None and sampler.default_scheduler:
+                chosen = find_scheduler(sampler.default_scheduler)
+        except ValueError:
+            return scheduler
+        return chosen.label
+
+    def schedule_params(self, sampler: SamplerInfo, scheduler: str) -> dict:
+        """The schedule settings that changed this job's sigmas (A1111's "Schedule max sigma"...)."""
+        opts = self.opts
+        try:
+            default_rho = find_scheduler(self.schedule_label(scheduler, sampler)).default_rho
+        except ValueError:  # an unknown schedule is refused when sampling; the text only needs to be written
+            default_rho = None
+        return {"Schedule max sigma": opts.sigma_max or None, "Schedule min sigma": opts.sigma_min or None,
+                "Schedule rho": opts.rho if opts.rho and opts.rho != default_rho else None}
+
     def infotext(self, index: int, extra: dict | None = None, width: int | None = None,
                  height: int | None = None) -> str:
         req, opts = self.req, self.opts
@@ -395,7 +443,7 @@ class Job:
         params = {
             "Steps": req.steps,
             "Sampler": self.sampler.name,
-            "Schedule type": req.scheduler,
+            "Schedule type": self.schedule_label(req.scheduler, self.sampler),
             "CFG scale": req.cfg_scale,
             "Seed": self.all_seeds[index],
             "Size": f"{width or req.width}x{height or req.height}",
@@ -412,24 +460,56 @@ class Job:
             "ENSD": opts.eta_noise_seed_delta if opts.eta_noise_seed_delta and self.sampler.uses_ensd else None,
             "RNG": opts.randn_source if opts.randn_source != "GPU" else None,
             "Tiling": "True" if req.tiling else None,
+            **self.schedule_params(self.sampler, req.scheduler),
         }
         params.update(extra or {})
         params.update(self.generation_params)
-        if self.applied_loras:
-            params["Lora hashes"] = ", ".join(f"{t.name}: {self.ctx.loras.short_hash(t.name)}"
-                                              for t in self.applied_loras) or None
+        if self.applied_loras:  # as A1111, only networks found on disk (a missing one has its warning instead)
+            hashes = [(t.name, self.ctx.loras.short_hash(t.name)) for t in self.applied_loras]
+            params["Lora hashes"] = ", ".join(f"{name}: {short}" for name, short in hashes if short) or None
         if opts.emphasis != "Original":
             params["Emphasis"] = opts.emphasis
         params["Version"] = VERSION
         return infotext_utils.create_infotext(self.all_prompts[index], self.all_negative[index], params)
 
+    def file_names(self, index: int, image: Image.Image) -> FilenameGenerator:
+        """What the saving settings' file and folder patterns can name of picture `index` ([seed], [prompt]...)."""
+        req = self.req
+        if not getattr(self, "job_timestamp", None):  # one for the whole job: its first picture's
+            self.job_timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
+        denoising = req.denoising_strength if req.mode == "img2img" or getattr(req, "enable_hr", False) else None
+        info = NameInfo(
+            seed=self.all_seeds[index], prompt=self.all_prompts[index], prompt_no_styles=req.prompt,
+            negative_prompt=self.all_negative[index], steps=req.steps, cfg_scale=req.cfg_scale,
+            sampler=self.sampler.name, scheduler=self.schedule_label(req.scheduler, self.sampler), styles=req.styles,
+            model_name=Path(self.base.file.name).stem, model_hash=self.base.file.shorthash,
+            vae_file=self.base.vae_file.name if self.base.vae_file else None,
+            clip_skip=self.encode_settings.clip_skip, denoising=denoising, job_timestamp=self.job_timestamp,
+            batch_size=req.batch_size, n_iter=req.n_iter, batch_index=index % req.batch_size,
+            iteration=index // req.batch_size, all_seeds=self.all_seeds)
+        return FilenameGenerator(info, image, max_prompt_words=self.opts.directories_max_prompt_words)
+
     def save(self, image: Image.Image, index: int, infotext: str) -> Path | None:
-        if not (self.req.save_images and self.opts.samples_save):
+        """Save picture `index` as the saving settings say (folder, name, format, .txt); with an inpainting mask
+        and save_mask / save_mask_composite, the mask and the painted part beside it."""
+        opts = self.opts
+        if not (self.req.save_images and opts.samples_save):
             return None
-        kind = f"{self.req.mode}-images"
-        custom = self.opts.outdir_txt2img_samples if self.req.mode == "txt2img" else self.opts.outdir_img2img_samples
-        folder = Path(custom) if custom else saving.dated_folder(self.ctx.outputs_dir, kind)
-        return saving.save_image(image, folder, self.all_seeds[index], infotext, self.opts.samples_format)
+        folder = saving.output_folder(opts, self.ctx.outputs_dir, f"{self.req.mode}-images")
+        seed = self.all_seeds[index]
+
+        def write(picture: Image.Image, suffix: str = "") -> Path:
+            return saving.save_image(picture, folder, seed, infotext, opts.samples_format, suffix, opts=opts,
+                                     names=self.file_names(index, picture))
+        path = write(image)
+        mask = getattr(self, "mask_for_overlay", None)  # set by img2img when it paints through a mask
+        if mask is not None and opts.save_mask:
+            write(mask.convert("RGB"), "-mask")
+        if mask is not None and opts.save_mask_composite:
+            painted = Image.composite(image.convert("RGBA"), Image.new("RGBA", image.size),
+                                      mask.convert("L").resize(image.size, Image.LANCZOS))
+            write(painted, "-mask-composite")
+        return path
 
     def add_image(self, result: GenerationResult, image: Image.Image, index: int, infotext: str) -> None:
         """Record one finished image (and save it, if saving is on)."""
@@ -437,6 +517,8 @@ class Job:
         result.infotexts.append(infotext)
         result.seeds.append(self.all_seeds[index])
         result.subseeds.append(self.all_subseeds[index])
+        result.all_prompts.append(self.all_prompts[index])
+        result.all_negative_prompts.append(self.all_negative[index])
         path = self.save(image, index, infotext)
         if path:
             result.paths.append(path)
@@ -445,12 +527,15 @@ class Job:
         """As A1111: a grid of a batch is made when it is shown (return_grid) or saved (grid_save), and never
         when the request says not to save one (the API's default)."""
         opts = self.opts
-        if len(result.images) < 2 or self.req.do_not_save_grid or not (opts.return_grid or opts.grid_save):
+        unwanted = len(result.images) < 2 and opts.grid_only_if_multiple
+        if not result.images or unwanted or self.req.do_not_save_grid or not (opts.return_grid or opts.grid_save):
             return
-        grid = saving.image_grid(result.images)
+        rows = saving.grid_rows(len(result.images), opts.n_rows, self.req.batch_size, opts.grid_prevent_empty_spots)
+        grid = saving.image_grid(result.images, rows)
         if self.req.save_images and opts.grid_save:
-            folder = saving.dated_folder(self.ctx.outputs_dir, f"{self.req.mode}-grids")
-            saving.save_image(grid, folder, self.all_seeds[0], result.infotexts[0], opts.samples_format,
-                              suffix="-grid")
+            folder = saving.output_folder(opts, self.ctx.outputs_dir, f"{self.req.mode}-grids")
+            saving.save_image(grid, folder, self.all_seeds[0], result.infotexts[0], opts.grid_format, opts=opts,
+                              names=self.file_names(0, grid), basename="grid", grid=True,
+                              short_filename=not opts.grid_extended_filename)
         if opts.return_grid:
             result.grid = grid

@@ -74,6 +74,21 @@ def check_picture(name: str, picture: Image.Image | None) -> None:
                f"megapixels are supported")
 
 
+def read_picture(path: Path) -> Image.Image:
+    """A picture file, its size checked from the header before it is decoded (a small file can claim a huge
+    picture). Too large: GenerationError; not a readable picture: OSError."""
+    try:
+        with Image.open(path) as picture:
+            check_picture(path.name, picture)
+            picture.load()
+            return picture.copy()
+    except Image.DecompressionBombError as e:  # PIL's own limit, above ours, refuses some before we can look
+        raise GenerationError(f"{path.name}: the picture is too large; at most {MAX_INPUT_PIXELS // 1_000_000} "
+                              f"megapixels are supported") from e
+    except (ValueError, SyntaxError) as e:  # what PIL raises for some broken headers
+        raise OSError(str(e)) from e
+
+
 def _check_texts(request) -> None:
     """Every text field must be encodable: a lone surrogate (JSON's "\\ud800") fails in the tokenizer, the PNG
     writer or the reply."""
@@ -138,8 +153,10 @@ class GenerationRequest:
         check_int("steps", self.steps, 1, MAX_STEPS)
         check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         check_int("n_iter", self.n_iter, 1, MAX_BATCH_COUNT)
-        check_int("seed", self.seed, -1, MAX_SEED)
-        check_int("subseed", self.subseed, -1, MAX_SEED)
+        for name in ("seed", "subseed"):
+            value = getattr(self, name)
+            _check(-1 <= value <= MAX_SEED, name, f"{value} is out of range; a seed is 0 to {MAX_SEED}, or -1 for a "
+                                                  f"random one")
         check_number("subseed_strength", self.subseed_strength, 0, 1)
         check_int("seed_resize_from_w", self.seed_resize_from_w, -1, MAX_SIDE)
         check_int("seed_resize_from_h", self.seed_resize_from_h, -1, MAX_SIDE)
@@ -220,3 +237,7 @@ class GenerationResult:
     grid: Image.Image | None = None
     warnings: list[str] = field(default_factory=list)
     interrupted: bool = False
+    # what A1111's Processed reports besides the pictures (the API's `info`)
+    all_prompts: list[str] = field(default_factory=list)  # one per picture, styles applied
+    all_negative_prompts: list[str] = field(default_factory=list)
+    extra_generation_params: dict = field(default_factory=dict)  # the mode's infotext keys (hires, denoising...)

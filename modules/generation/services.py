@@ -63,7 +63,7 @@ def build_services(paths: Paths, policy: DevicePolicy, options: Options | None =
     manager = ModelManager(paths, policy, options, HashCache(paths.cache_file), allow_unsafe_pickle=allow_unsafe_pickle)
     context = ProcessingContext(
         models=manager, options=options, outputs_dir=paths.outputs_dir, state=GenerationState(console=console_progress),
-        embeddings=EmbeddingDatabase(paths.embeddings_dir, allow_unsafe_pickle=allow_unsafe_pickle),
-        loras=LoraApplier([paths.lora_dir, paths.models_dir / "LyCORIS"], allow_unsafe_pickle=allow_unsafe_pickle),
+        embeddings=EmbeddingDatabase(paths.embeddings_dirs, allow_unsafe_pickle=allow_unsafe_pickle),
+        loras=LoraApplier(list(paths.lora_dirs), allow_unsafe_pickle=allow_unsafe_pickle),
         styles=StyleDatabase(styles_file or paths.data_dir / "styles.csv"))
     return Services(paths, options, manager, context, GenerationWorker(context))

@@ -72,11 +72,16 @@ class Txt2Img:
         f = job.model.latent_scale
         image_cond = inpaint_model_image_cond(job.model, (req.height // f, req.width // f), len(batch.seeds))
         latent = job.sample_from_noise(c, uc, batch, image_cond, self.refiner)
+        if latent is None:  # interrupted before the first step: no pictures (never a tile of noise)
+            return BatchOutput([])
         if not req.enable_hr or state.should_stop:
             return BatchOutput(job.model.decode_latents(latent))
         width, height = hires_size(req)
-        latent, params = self._hires_pass(job, latent, batch, width, height)
-        return BatchOutput(job.model.decode_latents(latent), params, (width, height))
+        hires, params = self._hires_pass(job, latent, batch, width, height)
+        if hires is None:  # interrupted before the hires pass's first step: the first pass's pictures, as A1111
+            return BatchOutput(job.model.decode_latents(latent))
+        # Size stays the first pass's, with "Hires upscale"/"Hires resize" beside it, as A1111 writes it
+        return BatchOutput(job.model.decode_latents(hires), params)
 
     def _hires_pass(self, job: Job, latent, batch: Batch, width: int, height: int):
         req, model = self.req, job.model
@@ -84,7 +89,8 @@ class Txt2Img:
         steps = req.hr_second_pass_steps or req.steps
         params = {"Denoising strength": req.denoising_strength, "Hires upscale": req.hr_scale
                   if not (req.hr_resize_x or req.hr_resize_y) else None,
-                  "Hires resize": f"{width}x{height}" if (req.hr_resize_x or req.hr_resize_y) else None,
+                  "Hires resize": f"{req.hr_resize_x}x{req.hr_resize_y}" if (req.hr_resize_x or req.hr_resize_y)
+                  else None,
                   "Hires steps": req.hr_second_pass_steps or None, "Hires upscaler": req.hr_upscaler}
         if req.hr_upscaler in LATENT_UPSCALE_MODES:
             mode, antialias = LATENT_UPSCALE_MODES[req.hr_upscaler]
@@ -106,8 +112,9 @@ class Txt2Img:
         if hr_sampler is not job.sampler:
             params["Hires sampler"] = hr_sampler.name
         scheduler = req.hr_scheduler if req.hr_scheduler not in (None, "", "Use same scheduler") else req.scheduler
-        if scheduler != req.scheduler:
-            params["Hires schedule type"] = scheduler
+        hires_schedule = job.schedule_label(scheduler, hr_sampler)
+        if hires_schedule != job.schedule_label(req.scheduler, job.sampler):  # the schedule really used, as A1111
+            params["Hires schedule type"] = hires_schedule
         job.ctx.state.begin_pass(steps, job_no=batch.number * 2 + 1)
         c, uc = job.conds(prompts, negatives, model_calls(job.sampler, req.steps),
                           hires_steps=model_calls(hr_sampler, steps))

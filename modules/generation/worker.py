@@ -90,10 +90,11 @@ class GenerationWorker:
         """How many jobs are waiting for the one running now to finish."""
         return max(0, self._next_ticket - self._serving - 1)
 
-    def run_streaming(self, req: Txt2ImgRequest | Img2ImgRequest, poll_seconds: float = 0.5
+    def run_streaming(self, req: Txt2ImgRequest | Img2ImgRequest, poll_seconds: float = 0.5,
+                      option_overrides: dict | None = None, models: dict[str, str] | None = None
                       ) -> Iterator[Queued | ProgressSnapshot | GenerationResult]:
         """Yield Queued while other jobs go first, progress snapshots while the job runs, then its result
-        (errors are re-raised)."""
+        (errors are re-raised). `option_overrides` and `models` as in `run` (the page's "Override settings")."""
         box: dict = {}
         ticket_known = threading.Event()
 
@@ -103,7 +104,7 @@ class GenerationWorker:
 
         def target():
             try:
-                box["result"] = self.run(req, on_ticket=on_ticket)
+                box["result"] = self.run(req, option_overrides=option_overrides, models=models, on_ticket=on_ticket)
             except BaseException as e:  # handed to the caller's thread
                 box["error"] = e
                 ticket_known.set()

@@ -60,10 +60,12 @@ class LoadedModel:
         return 2 ** (len(self.spec.vae_config["block_out_channels"]) - 1)
 
     def decode_latents(self, latent: torch.Tensor) -> list[Image.Image]:
-        """Latents (as sampled, unscaled) to pictures, with this model's VAE and its scale."""
+        """Latents (as sampled, unscaled) to pictures, with this model's VAE and its scale. One picture at a
+        time, as A1111 does: the decode is the memory peak, and a batch would multiply it."""
         with self.placement.use("vae") as vae, torch.no_grad():
             dtype = self.policy.vae.compute
-            x = vae.decode((latent / vae.config.scaling_factor).to(self.policy.device, dtype)).sample.float().cpu()
+            scaled = (latent / vae.config.scaling_factor).to(self.policy.device, dtype)
+            x = torch.cat([vae.decode(one[None]).sample.float().cpu() for one in scaled])
         x = ((x + 1) / 2).clamp(0, 1)
         arr = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         return [Image.fromarray(a) for a in arr]

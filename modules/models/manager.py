@@ -43,6 +43,7 @@ class ModelManager:
         self._loaded: OrderedDict[Path, LoadedModel] = OrderedDict()  # least recently used first
         self._checkpoints: list[ModelFile] = []
         self._vaes: list[ModelFile] = []
+        self._unloaded = False  # unload() freed the chosen checkpoint: ensure_selected loads it again
         self.refresh()
 
     # ---- listing -------------------------------------------------------------------------
@@ -104,7 +105,7 @@ class ModelManager:
                 self._loaded.move_to_end(file.path)
                 self._apply_vae_choice(cached)
                 if remember:
-                    self.options.sd_model_checkpoint = cached.file.title
+                    self._remember(cached.file)
                 return cached
             file = self._hashed(file)
             vae = self._resolve_vae(self.options.sd_vae, file)
@@ -121,17 +122,31 @@ class ModelManager:
             self._loaded[file.path] = model
             self._evict(keep=self._limit)
             if remember:
-                self.options.sd_model_checkpoint = file.title
+                self._remember(file)
             return model
 
+    def _remember(self, file: ModelFile) -> None:
+        """The user's checkpoint, and its hash for A1111 clients that read `sd_checkpoint_hash`."""
+        self.options.sd_model_checkpoint = file.title
+        self.options.sd_checkpoint_hash = file.sha256 or ""
+
     def ensure_selected(self) -> LoadedModel | None:
-        """The checkpoint the user chose, loaded again if a job switched away from it (refiner)."""
+        """The checkpoint the user chose, loaded again if a job switched away from it (refiner) or it was
+        unloaded."""
         with self._lock:
             chosen = self.options.sd_model_checkpoint
             current = self.current
-            if current is not None and chosen and not current.file.matches(chosen):
+            if chosen and (current is not None and not current.file.matches(chosen)
+                           or current is None and self._unloaded):
                 return self.load(chosen)
             return current
+
+    def unload(self) -> None:
+        """Free every loaded checkpoint (A1111's unload-checkpoint); the chosen one stays chosen and loads again
+        when next needed."""
+        with self._lock:
+            self._unloaded = bool(self._loaded) or self._unloaded
+            self._evict(keep=0)
 
     @property
     def _limit(self) -> int:

@@ -12,6 +12,8 @@ from pathlib import Path
 from PIL import Image
 
 from modules.generation import saving
+from modules.generation.requests import GenerationError, read_picture
+from modules.options import Options
 
 MAX_SCALE = 16  # A1111's page stops at 8
 MAX_SIDE = 16384  # of a result; its pixels are limited too (upscale)
@@ -108,10 +110,14 @@ def _merged_infotext(original: str | None, params: dict) -> str:
     return f"{original}, {extra}" if "\n" in original else f"{original}\n{extra}"
 
 
-def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Path
-               ) -> tuple[list[Image.Image], list[str], list[Path]]:
-    """Upscale each picture; saved under outputs/extras-images/DATE when `req.save`."""
+def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Path, options: Options | None = None,
+               into: Path | None = None) -> tuple[list[Image.Image], list[str], list[Path]]:
+    """Upscale each picture; when `req.save`, saved as A1111's Extras saves: numbered files in outdir_samples or
+    outdir_extras_samples (outputs/extras-images), or in `into` (the batch's output folder), no subfolder, in
+    samples_format. `options`: the user's settings (None: the defaults)."""
     req.validate()
+    opts = options or Options()
+    folder = into if into is not None else saving.output_folder(opts, outputs_dir, "extras-images")
     results, texts, paths = [], [], []
     for picture in pictures:
         image, params = upscale(picture, req)
@@ -119,7 +125,8 @@ def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Pat
         results.append(image)
         texts.append(text)
         if req.save:
-            paths.append(saving.save_image(image, saving.dated_folder(outputs_dir, "extras-images"), None, text))
+            paths.append(saving.save_image(image, folder, None, text, opts.samples_format, opts=opts,
+                                           save_to_dirs=False, short_filename=True))
     return results, texts, paths
 
 
@@ -132,9 +139,9 @@ def pictures_in(folder: Path) -> tuple[list[Image.Image], list[str]]:
         if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
             continue
         try:
-            with Image.open(path) as im:
-                im.load()
-                pictures.append(im.copy())
+            pictures.append(read_picture(path))
         except OSError as e:
             problems.append(f"{path.name}: not a readable image ({e})")
+        except GenerationError as e:  # too large, refused from its header
+            problems.append(str(e))
     return pictures, problems

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from modules.conditioning.text import MultiCondConditioning, ScheduledConditioning, TextConditioning, cond_at_step
+from modules.conditioning.text import (
+    MultiCondConditioning,
+    ScheduledConditioning,
+    TextConditioning,
+    cond_at_step,
+    pad_to_longest,
+)
 from modules.sampling.schedules import ModelSigmas, sigmas_from_alphas_cumprod
 
 
@@ -62,7 +68,10 @@ class LatentMask:
 
 class CFGDenoiser:
     """Classifier-free guidance over AND-ed subprompts, with the conditioning in force at each
-    model call (A1111 counts calls, so second-order samplers see schedules of twice the steps)."""
+    model call (A1111 counts calls, so second-order samplers see schedules of twice the steps).
+
+    Subprompts of different lengths are padded to the longest with their last token vector, as A1111 does, and so
+    are the negatives among themselves."""
 
     def __init__(self, denoiser: UNetDenoiser, cond: MultiCondConditioning, uncond: list[list[ScheduledConditioning]],
                  cond_scale: float, *, time_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -107,6 +116,7 @@ class CFGDenoiser:
                 weights.append(weight)
                 owners.append(i)
         unconds = [cond_at_step(schedule, self.step) for schedule in self.uncond]
+        conds, unconds = pad_to_longest(conds), pad_to_longest(unconds)
         cond_time, uncond_time = self.time_ids if self.time_ids is not None else (None, None)
         everyone = list(range(x.shape[0]))
 
@@ -118,7 +128,7 @@ class CFGDenoiser:
         if conds[0].context.shape[1] == unconds[0].context.shape[1]:
             out = run(owners + everyone, conds + unconds, [cond_time] * len(conds) + [uncond_time] * len(unconds))
             cond_out, uncond_out = out[: len(conds)], out[len(conds):]
-        else:  # prompts of different chunk counts cannot share a batch
+        else:  # prompt and negative of different chunk counts are run apart (A1111's default; nothing is padded)
             cond_out = run(owners, conds, [cond_time] * len(conds))
             uncond_out = run(everyone, unconds, [uncond_time] * len(unconds))
 

@@ -10,7 +10,7 @@ from modules.generation.worker import GenerationWorker
 from modules.localization import list_localizations, load_localization, localization_folders
 from modules.models.manager import ModelManager
 from modules.paths import REPO_ROOT
-from modules.ui import extensions, extras, generation, networks, paste, quicksettings, settings
+from modules.ui import extensions, extras, generation, merger, networks, paste, quicksettings, settings
 from modules.ui.ui_config import apply_ui_config
 
 CSS = """
@@ -24,6 +24,12 @@ CSS = """
                                 border: 1px solid var(--border-color-primary); border-radius: 4px; cursor: pointer; }
 .generate-forever { animation: forever 1.5s ease-in-out infinite; }
 @keyframes forever { 50% { filter: brightness(1.3); } }
+/* token counters in the prompt boxes' top right corner, as in A1111, not on rows of their own */
+[id$="_token_counter"] { position: relative; height: 0 !important; min-height: 0 !important; padding: 0 !important;
+                         margin-top: calc(-1 * var(--layout-gap)) !important; border: none !important;
+                         overflow: visible !important; z-index: 5; background: none !important; }
+[id$="_token_counter"] span { position: absolute; right: 0.8em; bottom: 0.4em; font-size: 0.8em; opacity: 0.75;
+                              padding: 0 0.3em; border-radius: 3px; background: var(--block-background-fill); }
 """ + networks.CSS
 
 SCRIPTS_DIR = REPO_ROOT / "javascript"
@@ -51,14 +57,14 @@ def _wire_send_buttons(source: dict, i2i: dict, extras_image: gr.Image, main_tab
 
     def to_img2img(gallery_value, index, last):
         image, text = _picked(gallery_value, index, last)
-        return [image, *paste.values_from_infotext(text), gr.Tabs(selected="img2img"), gr.Tabs(selected="img2img"),
-                "img2img"]
+        return [image, *paste.values_from_infotext(text, i2i, sending=True), gr.Tabs(selected="img2img"),
+                gr.Tabs(selected="img2img"), "img2img"]
 
     def to_inpaint(gallery_value, index, last):
         image, text = _picked(gallery_value, index, last)
         editor = {"background": image, "layers": [], "composite": image} if image is not None else None
-        return [editor, *paste.values_from_infotext(text), gr.Tabs(selected="img2img"), gr.Tabs(selected="inpaint"),
-                "inpaint"]
+        return [editor, *paste.values_from_infotext(text, i2i, sending=True), gr.Tabs(selected="img2img"),
+                gr.Tabs(selected="inpaint"), "inpaint"]
 
     def to_extras(gallery_value, index, last):
         image, _ = _picked(gallery_value, index, last)
@@ -89,6 +95,10 @@ def _follow_native_size(manager: ModelManager, checkpoint: gr.Dropdown, size: in
                       api_visibility="private")
 
 
+# The tabs "Hidden UI tabs" can hide, by A1111's names.
+TAB_NAMES = ["txt2img", "img2img", "Extras", "PNG Info", "Checkpoint Merger", "Extensions", "Settings"]
+
+
 def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Callable[[], None],
               show_dir_fields: bool = True, freeze_settings: bool = False, ui_config_file: Path | None = None,
               extensions_dir: Path = REPO_ROOT / "extensions") -> gr.Blocks:
@@ -96,28 +106,37 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
     size = current.spec.native_size if current is not None else 512
     translation_folders = localization_folders(REPO_ROOT, extensions_dir)
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
+        localizations = list_localizations(translation_folders)
         checkpoint, status, switch_checkpoint = quicksettings.build(manager, save_settings, worker)
+        quick = settings.build_quicksettings(manager.options, freeze_settings, show_dir_fields, localizations,
+                                             TAB_NAMES)
         previews = networks.PreviewFiles()
+        tabs: dict[str, gr.Tab] = {}
         with gr.Tabs(elem_id="tabs") as main_tabs:
-            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img") as tabs["txt2img"]:
                 t2i = generation.build_txt2img(worker, previews, size, show_dir_fields)
-            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img") as tabs["img2img"]:
                 i2i = generation.build_img2img(worker, previews, size, show_dir_fields)
-            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
-                extras_image = extras.build(worker.ctx.outputs_dir, show_dir_fields)
-            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                paste.build_png_info({"txt2img": t2i, "img2img": i2i}, main_tabs)
-            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras") as tabs["Extras"]:
+                extras_image = extras.build(worker.ctx.outputs_dir, worker.ctx.options, show_dir_fields)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo") as tabs["PNG Info"]:
+                paste.build_png_info({"txt2img": t2i, "img2img": i2i}, main_tabs, extras_image)
+            with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger") as tabs["Checkpoint Merger"]:
+                merger.build(manager, worker, checkpoint)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions") as tabs["Extensions"]:
                 extensions.build(extensions_dir)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                settings.build(manager.options, save_settings, worker.with_lock, freeze_settings, show_dir_fields,
-                               list_localizations(translation_folders))
+                settings_page = settings.build(manager.options, save_settings, worker.with_lock, freeze_settings,
+                                               show_dir_fields, localizations, TAB_NAMES, quick, tabs)
         for tab in (t2i, i2i):
             paste.wire_paste_button(tab)
             _wire_send_buttons(tab, i2i, extras_image, main_tabs)
         networks.wire_checkpoint_cards([t2i["checkpoint_box"], i2i["checkpoint_box"]], checkpoint, status,
                                        switch_checkpoint)
         _follow_native_size(manager, checkpoint, size, [t2i["controls"], i2i["controls"]])
+        # every load shows what the settings hold now, not what they held when the page was built
+        demo.load(settings_page.current, outputs=settings_page.outputs(), api_visibility="private",
+                  show_progress="hidden").then(**settings.to_page_scripts(settings_page))
         translations = gr.JSON(visible=False)
         demo.load(lambda: load_localization(translation_folders, manager.options.localization), outputs=translations,
                   api_visibility="private"
@@ -126,5 +145,6 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
         if ui_config_file is not None:
             apply_ui_config(demo, ui_config_file)
     demo.extra_network_previews = previews  # for the server's preview route (webui.create_server_app)
-    demo.download_folder = worker.ctx.outputs_dir / "saved"  # where Save and Zip put the files the page offers
+    # where Save and Zip put the files the page offers (for the server's allowed_paths)
+    demo.download_folders = generation.download_folders(worker.ctx.options, worker.ctx.outputs_dir)
     return demo

@@ -5,20 +5,22 @@ import html
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
 
+from modules.generation.requests import GenerationError, read_picture
+from modules.options import Options
 from modules.postprocessing.extras import UPSCALERS, ExtrasRequest, PostprocessError, pictures_in, run_extras
 from modules.ui.generation import DIR_ACCESS_REFUSED
+from modules.ui.picture_inputs import picture_input
 
 
-def build(outputs_dir: Path, show_dir_fields: bool) -> gr.Image:
+def build(outputs_dir: Path, options: Options, show_dir_fields: bool) -> gr.Image:
     """Build the tab; returns the source image control (a target of "Send to extras")."""
     with gr.Row():
         with gr.Column():
             mode = gr.State("single")
             with gr.Tabs(elem_id="mode_extras"):
                 with gr.Tab("Single Image", elem_id="extras_single_tab") as t1:
-                    image = gr.Image(label="Source", type="pil", elem_id="extras_image", height=360, format="png")
+                    image = picture_input(label="Source", type="pil", elem_id="extras_image", height=360, format="png")
                 with gr.Tab("Batch Process", elem_id="extras_batch_process_tab") as t2:
                     files = gr.File(label="Batch Process", file_count="multiple", elem_id="extras_image_batch")
                 with gr.Tab("Batch from Directory", elem_id="extras_batch_directory_tab",
@@ -50,7 +52,8 @@ def build(outputs_dir: Path, show_dir_fields: bool) -> gr.Image:
                                        elem_id="extras_upscaler_2_visibility")
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
         with gr.Column():
-            gallery = gr.Gallery(label="Result", elem_id="extras_gallery", columns=2, height=480, format="png")
+            gallery = gr.Gallery(label="Result", elem_id="extras_gallery", columns=2, height=480, format="png",
+                                 interactive=False)
             info = gr.HTML(elem_id="html_info_extras")
 
     def process(tab, single, many, in_dir, out_dir, rmode, by_factor, w, h, do_crop, up1, up2, vis):
@@ -64,20 +67,21 @@ def build(outputs_dir: Path, show_dir_fields: bool) -> gr.Image:
             elif tab == "batch":
                 pictures = []
                 for f in many or []:
+                    path = Path(f if isinstance(f, str) else f.name)
                     try:
-                        with Image.open(f if isinstance(f, str) else f.name) as im:
-                            im.load()
-                            pictures.append(im.copy())
+                        pictures.append(read_picture(path))
                     except OSError as e:
-                        problems.append(f"{Path(str(f)).name}: not a readable image ({e})")
+                        problems.append(f"{path.name}: not a readable image ({e})")
+                    except GenerationError as e:  # too large, refused from its header
+                        problems.append(str(e))
             elif show_dir_fields:
                 pictures, problems = pictures_in(Path(in_dir or ""))
             else:  # the tab is hidden, but its select event can still set the mode
                 raise PostprocessError(DIR_ACCESS_REFUSED)
             if not pictures:
                 raise PostprocessError("no picture to process")
-            target = Path(out_dir) if tab == "directory" and out_dir else outputs_dir
-            results, texts, _ = run_extras(pictures, req, target)
+            into = Path(out_dir) if tab == "directory" and out_dir else None
+            results, texts, _ = run_extras(pictures, req, outputs_dir, options, into)
         except PostprocessError as e:
             return gr.skip(), f"<p class='error'>❌ {html.escape(str(e))}</p>"
         notes = "".join(f"<p class='warning'>⚠️ {html.escape(p)}</p>" for p in problems)

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from dataclasses import MISSING, fields
@@ -14,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageChops
 
+from modules import infotext_utils
 from modules.generation import (
     IMAGE_UPSCALERS,
     LATENT_UPSCALE_MODES,
@@ -25,11 +27,14 @@ from modules.generation import (
     Txt2ImgRequest,
     saving,
 )
+from modules.generation.filenames import FilenameGenerator, NameInfo
 from modules.generation.progress import ProgressSnapshot
 from modules.generation.worker import GenerationWorker, Queued
 from modules.sampling.samplers import SAMPLERS
 from modules.sampling.schedules import SCHEDULERS
 from modules.ui import networks
+from modules.ui.paste import option_overrides
+from modules.ui.picture_inputs import picture_editor, picture_input
 
 log = logging.getLogger(__name__)
 HIRES_UPSCALERS = list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)
@@ -45,18 +50,42 @@ def progress_html(s: ProgressSnapshot) -> str:
 
 
 def infotext_html(result: GenerationResult) -> str:
-    parts = [f"<p>{html.escape(result.infotexts[0]).replace(chr(10), '<br>')}</p>"] if result.infotexts else []
-    for w in result.warnings:
-        parts.append(f"<p class='warning'>⚠️ {html.escape(w)}</p>")
+    return _text_html(result.infotexts[0] if result.infotexts else "") + _notes_html(result)
+
+
+def _text_html(text: str) -> str:
+    return f"<p>{html.escape(text).replace(chr(10), '<br>')}</p>" if text else ""
+
+
+def _notes_html(result: GenerationResult) -> str:
+    parts = [f"<p class='warning'>⚠️ {html.escape(w)}</p>" for w in result.warnings]
     if result.interrupted:
         parts.append("<p>Interrupted: the images finished so far are shown.</p>")
     return "".join(parts)
 
 
+def selected_info(index: int, last: dict) -> str:
+    """The infotext under the gallery for the picture selected in it (A1111's update_generation_info)."""
+    texts = (last or {}).get("infotexts") or []
+    if not texts:
+        return gr.skip()
+    index = min(max(int(index or 0), 0), len(texts) - 1)
+    return _text_html(texts[index]) + (last or {}).get("notes", "")
+
+
+def override_settings_box(tab: str) -> gr.Dropdown:
+    """A1111's "Override settings": settings a pasted infotext names (clip skip, ENSD, checkpoint...), applied to
+    this tab's jobs only; shown once a paste fills it."""
+    return gr.Dropdown([], value=[], multiselect=True, label="Override settings", visible=False,
+                       allow_custom_value=True, elem_id=f"{tab}_override_settings")
+
+
 class Controls:
     """The parameter widgets shared by both tabs, created inside the current layout."""
 
-    def __init__(self, tab: str, default_size: int):
+    def __init__(self, tab: str, default_size: int, resize_by: bool = False):
+        """`resize_by`: img2img's "Resize to" / "Resize by" tabs; the size then may come from the picture times a
+        scale (`resize_by_selected`, `scale_by`)."""
         self.tab = tab
         with gr.Row():
             self.sampler = gr.Dropdown([s.name for s in SAMPLERS], value="DPM++ 2M", label="Sampling method",
@@ -66,9 +95,21 @@ class Controls:
             self.steps = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id=f"{tab}_steps")
         with gr.Row():
             with gr.Column(scale=4):
-                self.width = gr.Slider(64, 2048, value=default_size, step=8, label="Width", elem_id=f"{tab}_width")
-                self.height = gr.Slider(64, 2048, value=default_size, step=8, label="Height",
-                                        elem_id=f"{tab}_height")
+                if resize_by:
+                    with gr.Tabs(elem_id=f"{tab}_tabs_resize"):
+                        with gr.Tab("Resize to", elem_id=f"{tab}_tab_resize_to") as to_tab:
+                            self._size_sliders(tab, default_size)
+                        with gr.Tab("Resize by", elem_id=f"{tab}_tab_resize_by") as by_tab:
+                            self.scale_by = gr.Slider(0.05, 4, value=1, step=0.05, label="Scale",
+                                                      elem_id=f"{tab}_scale")
+                            self.scale_by_size = gr.HTML(elem_id=f"{tab}_scale_resolution_preview")
+                    self.resize_by_selected = gr.State(False)
+                    to_tab.select(lambda: False, outputs=self.resize_by_selected, queue=False,
+                                  api_visibility="private")
+                    by_tab.select(lambda: True, outputs=self.resize_by_selected, queue=False,
+                                  api_visibility="private")
+                else:
+                    self._size_sliders(tab, default_size)
             swap = gr.Button("⇅", elem_id=f"{tab}_res_switch_btn", scale=0, min_width=40)
             with gr.Column(scale=2):
                 self.batch_count = gr.Slider(1, 100, value=1, step=1, label="Batch count",
@@ -93,6 +134,10 @@ class Controls:
                 self.seed_resize_h = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
                                                elem_id=f"{tab}_seed_resize_from_h")
         self.tiling = gr.Checkbox(False, label="Tiling", elem_id=f"{tab}_tiling")
+
+    def _size_sliders(self, tab: str, default_size: int) -> None:
+        self.width = gr.Slider(64, 2048, value=default_size, step=8, label="Width", elem_id=f"{tab}_width")
+        self.height = gr.Slider(64, 2048, value=default_size, step=8, label="Height", elem_id=f"{tab}_height")
 
     def request_inputs(self) -> dict[str, gr.components.Component]:
         """These controls by the request field each one fills."""
@@ -144,19 +189,22 @@ def txt2img_request(values: dict[str, object]) -> Txt2ImgRequest:
 def prompt_boxes(tab: str, worker: GenerationWorker, steps: gr.Slider):
     with gr.Row(elem_id=f"{tab}_toprow"):
         with gr.Column(scale=6):
-            prompt = gr.Textbox(label="Prompt", lines=3, elem_id=f"{tab}_prompt",
+            prompt = gr.Textbox(label="Prompt", lines=4, elem_id=f"{tab}_prompt",
                                 placeholder="Prompt (press Ctrl+Enter to generate)")
             prompt_count = gr.HTML("<span>0/75</span>", elem_id=f"{tab}_token_counter")
-            negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_neg_prompt",
+            negative = gr.Textbox(label="Negative prompt", lines=3, elem_id=f"{tab}_neg_prompt",
                                   placeholder="Negative prompt")
             negative_count = gr.HTML("<span>0/75</span>", elem_id=f"{tab}_negative_token_counter")
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
             with gr.Row():
-                interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt")
-                skip = gr.Button("Skip", elem_id=f"{tab}_skip")
-            paste = gr.Button("↙️", elem_id=f"{tab}_paste", min_width=40)
-            styles = _styles_controls(tab, worker, prompt, negative)
+                interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", min_width=60)
+                skip = gr.Button("Skip", elem_id=f"{tab}_skip", min_width=60)
+            with gr.Row(elem_id=f"{tab}_tools"):
+                paste = gr.Button("↙️", elem_id=f"{tab}_paste", min_width=36)
+                style_buttons = [gr.Button(icon, elem_id=f"{tab}_style_{action}", min_width=36)
+                                 for icon, action in (("📋", "apply"), ("🔄", "refresh"), ("✏️", "edit"))]
+            styles = _styles_controls(tab, worker, prompt, negative, *style_buttons)
 
     def count(text: str, n: int, negative: bool = False) -> str:
         tokens, limit = worker.token_count(text or "", int(n or 20), negative)
@@ -170,17 +218,22 @@ def prompt_boxes(tab: str, worker: GenerationWorker, steps: gr.Slider):
     return prompt, negative, generate, paste, styles
 
 
-def _styles_controls(tab: str, worker: GenerationWorker, prompt: gr.Textbox, negative: gr.Textbox) -> gr.Dropdown:
-    """Styles from styles.csv: pick them for the next generation, write them into the prompt, save new ones."""
+def _styles_controls(tab: str, worker: GenerationWorker, prompt: gr.Textbox, negative: gr.Textbox,
+                     apply: gr.Button, refresh: gr.Button, edit: gr.Button) -> gr.Dropdown:
+    """Styles from styles.csv: pick them for the next generation, write them into the prompt (📋), read the file
+    again (🔄), and an editor (✏️) to create, change and delete them."""
     from modules.conditioning.styles import PromptStyle, StyleError
     db = worker.ctx.styles
     styles = gr.Dropdown(db.names() if db else [], multiselect=True, label="Styles", elem_id=f"{tab}_styles")
-    with gr.Row():
-        apply = gr.Button("📋", elem_id=f"{tab}_style_apply", min_width=40)
-        refresh = gr.Button("🔄", elem_id=f"{tab}_style_refresh", min_width=40)
-    with gr.Accordion("Save style", open=False):
+    with gr.Group(visible=False, elem_id=f"{tab}_style_editor") as editor:
         name = gr.Textbox(label="Style name", elem_id=f"{tab}_style_name")
-        save = gr.Button("Save prompt as style", elem_id=f"{tab}_style_save")
+        style_prompt = gr.Textbox(label="Prompt", lines=2, elem_id=f"{tab}_style_prompt",
+                                  info="{prompt} marks where the prompt goes; without it the style is appended")
+        style_negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{tab}_style_neg_prompt")
+        with gr.Row():
+            save = gr.Button("Save style", elem_id=f"{tab}_style_save", variant="primary", min_width=60)
+            delete = gr.Button("Delete style", elem_id=f"{tab}_style_delete", variant="stop", min_width=60)
+            close = gr.Button("Close", elem_id=f"{tab}_style_close", min_width=60)
     status = gr.HTML(elem_id=f"{tab}_style_status")
 
     def apply_to_prompt(p, n, chosen):
@@ -188,32 +241,60 @@ def _styles_controls(tab: str, worker: GenerationWorker, prompt: gr.Textbox, neg
             return p, n, chosen
         return db.apply_to_prompt(p or "", chosen), db.apply_to_negative(n or "", chosen), []
 
-    def save_style(style_name, p, n):
+    def open_editor(chosen, p, n):
+        """The first chosen style to edit, or the prompts as a new style."""
+        style = db.styles.get(chosen[0]) if db is not None and chosen else None
+        if style is not None:
+            return gr.Group(visible=True), style.name, style.prompt, style.negative_prompt, ""
+        return gr.Group(visible=True), "", p or "", n or "", ""
+
+    def names_update(chosen: list[str] | None = None):
+        names = db.names() if db else []
+        return gr.update(choices=names, value=[c for c in chosen or [] if c in names])
+
+    def save_style(style_name, p, n, chosen):
         if db is None:
             return gr.skip(), "Styles are not available."
         try:
             db.save_style(PromptStyle((style_name or "").strip(), p or "", n or ""))
         except (ValueError, StyleError, OSError) as e:
             return gr.skip(), f"<span class='error'>{html.escape(str(e))}</span>"
-        return gr.update(choices=db.names()), f"Saved style “{html.escape(style_name.strip())}”."
+        return names_update(chosen), f"Saved style “{html.escape(style_name.strip())}”."
 
-    def reload():
+    def delete_style(style_name, chosen):
+        if db is None:
+            return gr.skip(), "Styles are not available."
+        try:
+            deleted = db.delete_style((style_name or "").strip())
+        except (StyleError, OSError) as e:
+            return gr.skip(), f"<span class='error'>{html.escape(str(e))}</span>"
+        if not deleted:
+            return gr.skip(), f"No style named “{html.escape(style_name or '')}”."
+        return names_update(chosen), f"Deleted style “{html.escape(style_name.strip())}”."
+
+    def reload(chosen):
         if db is not None:
             db.reload()
-        return gr.update(choices=db.names() if db else [])
+        return names_update(chosen)
 
     apply.click(apply_to_prompt, inputs=[prompt, negative, styles], outputs=[prompt, negative, styles], queue=False,
                 api_visibility="private")
-    save.click(save_style, inputs=[name, prompt, negative], outputs=[styles, status], api_visibility="private")
-    refresh.click(reload, outputs=styles, queue=False, api_visibility="private")
+    edit.click(open_editor, inputs=[styles, prompt, negative], outputs=[editor, name, style_prompt, style_negative,
+                                                                        status], api_visibility="private")
+    close.click(lambda: gr.Group(visible=False), outputs=editor, queue=False, api_visibility="private")
+    save.click(save_style, inputs=[name, style_prompt, style_negative, styles], outputs=[styles, status],
+               api_visibility="private")
+    delete.click(delete_style, inputs=[name, styles], outputs=[styles, status], api_visibility="private")
+    refresh.click(reload, inputs=styles, outputs=styles, queue=False, api_visibility="private")
     return styles
 
 
 def output_panel(tab: str, worker: GenerationWorker, show_dir_fields: bool = True):
     with gr.Column(elem_id=f"{tab}_results"):
         progress = gr.HTML("", elem_id=f"{tab}_progress")
+        # PNG: lossless, so "Send to" hands on the exact pixels
         gallery = gr.Gallery(label="Output", elem_id=f"{tab}_gallery", columns=2, height=520, preview=True,
-                             format="png", type="pil")  # lossless, so "Send to" hands on the exact pixels
+                             format="png", type="pil", interactive=False)
         with gr.Row():
             open_folder = gr.Button("📂", elem_id=f"{tab}_open_folder", size="sm", min_width=40, scale=0,
                                     visible=show_dir_fields)
@@ -227,18 +308,33 @@ def output_panel(tab: str, worker: GenerationWorker, show_dir_fields: bool = Tru
         notice = gr.HTML("", elem_id=f"{tab}_files_notice")
     selected = gr.State(0)
     last = gr.State({})
-    gallery.select(_selected_index, outputs=selected, queue=False, api_visibility="private")
+    gallery.select(_selected_index, outputs=selected, queue=False, api_visibility="private"
+                   ).then(selected_info, inputs=[selected, last], outputs=info, queue=False, api_visibility="private")
+    last.change(lambda: 0, outputs=selected, queue=False, api_visibility="private")  # a new result: its first
     outputs_dir = worker.ctx.outputs_dir
     folder = outputs_dir / f"{tab}-images"
+    servable_folders = download_folders(worker.ctx.options, outputs_dir)  # fixed when the page is built, as Gradio's
 
     def save_selected(gallery_value, index, last_value):
+        """A1111's Save: the selected picture (all of them without save_selected_only) into outdir_save, named
+        by the saving settings from each picture's infotext; offered for download where the page may serve it."""
         if not gallery_value:
             return gr.update(visible=False), "<p class='warning'>Nothing to save yet.</p>"
+        opts = worker.ctx.options
         index = min(max(int(index or 0), 0), len(gallery_value) - 1)
         texts = (last_value or {}).get("infotexts") or [""]
-        path = saving.save_image(gallery_value[index][0], outputs_dir / "saved", None,
-                                 texts[min(index, len(texts) - 1)] or None)
-        return gr.update(value=[str(path)], visible=True), f"<p>Saved {html.escape(str(path))}</p>"
+        chosen = [index] if opts.save_selected_only else range(len(gallery_value))
+        target = saving.output_folder(opts, outputs_dir, "save")
+        paths = []
+        for i in chosen:
+            picture, text = gallery_value[i][0], texts[min(i, len(texts) - 1)] or None
+            info = NameInfo.from_params(infotext_utils.parse_generation_parameters(text)) if text else NameInfo()
+            names = FilenameGenerator(info, picture, max_prompt_words=opts.directories_max_prompt_words)
+            paths.append(saving.save_image(picture, target, info.seed, text, opts.samples_format, opts=opts,
+                                           names=names, save_to_dirs=opts.use_save_to_dirs_for_ui))
+        listed = ", ".join(html.escape(str(p)) for p in paths)
+        servable = [str(p) for p in paths if _servable(p, servable_folders)]
+        return gr.update(value=servable or None, visible=bool(servable)), f"<p>Saved {listed}</p>"
 
     def zip_all(gallery_value, last_value):
         if not gallery_value:
@@ -255,6 +351,20 @@ def output_panel(tab: str, worker: GenerationWorker, show_dir_fields: bool = Tru
     if show_dir_fields:  # with --hide-ui-dir-config there is no event a client could call to start a file manager
         open_folder.click(open_outputs, outputs=notice, api_visibility="private")
     return progress, gallery, info, send, selected, last
+
+
+def download_folders(options, outputs_dir: Path) -> list[Path]:
+    """The folders whose files the page offers for download (Gradio's allowed_paths): where Zip writes, and where
+    Save writes (outdir_save as it is when the page is built)."""
+    return [outputs_dir / "saved", saving.output_folder(options, outputs_dir, "save")]
+
+
+def _servable(path: Path, folders: list[Path]) -> bool:
+    """Whether Gradio will offer this file for download: it serves files of the download folders (allowed_paths),
+    the working folder and the temporary folder only."""
+    where = path.resolve()
+    return any(where.is_relative_to(Path(folder).resolve())
+               for folder in (*folders, Path.cwd(), tempfile.gettempdir()))
 
 
 def _zip_pictures(pictures: list[Image.Image], infotexts: list[str], folder: Path) -> Path:
@@ -290,10 +400,12 @@ def _selected_index(evt: gr.SelectData) -> int:
     return int(evt.index)
 
 
-def stream(worker: GenerationWorker, req):
-    """Generator for Gradio: progress and previews while sampling, then the gallery and infotext."""
+def stream(worker: GenerationWorker, req, option_overrides: dict | None = None, models: dict | None = None):
+    """Generator for Gradio: progress and previews while sampling, then the gallery and infotext.
+    `option_overrides` and `models` (from "Override settings") apply to this job only."""
+    extra = {k: v for k, v in (("option_overrides", option_overrides), ("models", models)) if v}
     try:
-        for item in worker.run_streaming(req):
+        for item in worker.run_streaming(req, **extra):
             if isinstance(item, Queued):
                 jobs = "job" if item.ahead == 1 else "jobs"
                 yield (f"<div class='progress'><span>Waiting: {item.ahead} {jobs} ahead of yours</span></div>",
@@ -304,7 +416,7 @@ def stream(worker: GenerationWorker, req):
             else:
                 gallery = ([item.grid] if item.grid is not None else []) + item.images
                 texts = ([item.infotexts[0]] if item.grid is not None and item.infotexts else []) + item.infotexts
-                last = {"seed": item.seeds[0] if item.seeds else -1, "infotexts": texts}
+                last = {"seed": item.seeds[0] if item.seeds else -1, "infotexts": texts, "notes": _notes_html(item)}
                 yield "", gallery, infotext_html(item), last
     except GenerationError as e:
         yield "", gr.skip(), error_html(e), gr.skip()
@@ -345,6 +457,9 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                     hr_sampler = gr.Dropdown(["Use same sampler"] + [s.name for s in SAMPLERS],
                                              value="Use same sampler", label="Hires sampling method",
                                              elem_id="hr_sampler")
+                    hr_scheduler = gr.Dropdown(["Use same scheduler"] + [s.label for s in SCHEDULERS],
+                                               value="Use same scheduler", label="Hires schedule type",
+                                               elem_id="hr_scheduler")
                     hr_prompt = gr.Textbox(label="Hires prompt", lines=1, elem_id="hires_prompt")
                     hr_negative = gr.Textbox(label="Hires negative prompt", lines=1, elem_id="hires_neg_prompt")
             with gr.Accordion("Refiner", open=False, elem_id="txt2img_refiner"):
@@ -352,6 +467,7 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                                       label="Checkpoint", elem_id="txt2img_refiner_checkpoint")
                 switch_at = gr.Slider(0.01, 1, value=0.8, step=0.01, label="Switch at",
                                       elem_id="txt2img_refiner_switch_at")
+            override = override_settings_box("txt2img")
             gr.Dropdown(["None"], value="None", label="Script", elem_id="txt2img_script")
         with gr.Column(scale=1):
             progress, gallery, info, send, selected, last_seed = output_panel("txt2img", worker, show_dir_fields)
@@ -362,24 +478,26 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
     request_inputs = {"prompt": prompt, "negative_prompt": negative, "styles": styles, **c.request_inputs(),
                       "enable_hr": enable_hr, "hr_upscaler": hr_upscaler, "hr_second_pass_steps": hr_steps,
                       "denoising_strength": hr_denoise, "hr_scale": hr_scale, "hr_resize_x": hr_x,
-                      "hr_resize_y": hr_y, "hr_sampler_name": hr_sampler, "hr_prompt": hr_prompt,
+                      "hr_resize_y": hr_y, "hr_sampler_name": hr_sampler, "hr_scheduler": hr_scheduler,
+                      "hr_prompt": hr_prompt,
                       "hr_negative_prompt": hr_negative, "refiner_checkpoint": refiner, "refiner_switch_at": switch_at}
 
-    def run(**values):
+    def run(override_settings=None, **values):
         try:
             req = txt2img_request(values)
         except GenerationError as e:
             yield "", gr.skip(), error_html(e), gr.skip()
             return
-        yield from stream(worker, req)
+        yield from stream(worker, req, *option_overrides(override_settings, worker.ctx.options))
 
-    generate.click(run, inputs_kwargs=request_inputs, outputs=[progress, gallery, info, last_seed], api_name="txt2img",
+    run_inputs = {**request_inputs, "override_settings": override}
+    generate.click(run, inputs_kwargs=run_inputs, outputs=[progress, gallery, info, last_seed], api_name="txt2img",
                    concurrency_limit=1, concurrency_id="generate").then(**_forever("txt2img"))
-    prompt.submit(run, inputs_kwargs=request_inputs, outputs=[progress, gallery, info, last_seed],
+    prompt.submit(run, inputs_kwargs=run_inputs, outputs=[progress, gallery, info, last_seed],
                   api_visibility="private", concurrency_limit=1, concurrency_id="generate").then(**_forever("txt2img"))
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info, "paste": paste,
             "styles": styles, "send": send, "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box,
-            "request_inputs": request_inputs}
+            "request_inputs": request_inputs, "override_settings": override, "worker": worker}
 
 
 def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
@@ -410,6 +528,12 @@ def _composite(value) -> Image.Image | None:
     return (composite if composite is not None else value["background"]).convert("RGB")
 
 
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """img2img's "Resize by": the picture's size times `scale`, to the nearest multiple of 8 within the sliders'
+    range."""
+    return tuple(min(2048, max(64, round(side * float(scale or 1) / 8) * 8)) for side in size)
+
+
 def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, default_size: int = 512,
                   show_dir_fields: bool = True):
     steps_proxy = gr.State(20)
@@ -420,22 +544,22 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
         with gr.Column(scale=1):
             with gr.Tabs(elem_id="mode_img2img") as tabs:
                 with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as t1:
-                    init_image = gr.Image(label="Image for img2img", type="pil", elem_id="img2img_image", format="png",
-                                          height=400)
+                    init_image = picture_input(label="Image for img2img", type="pil", elem_id="img2img_image",
+                                              format="png", height=400)
                 with gr.Tab("Sketch", id="sketch", elem_id="img2img_img2img_sketch_tab") as t_sketch:
-                    sketch = gr.ImageEditor(label="Image for img2img (paint on it)", type="pil", format="png",
+                    sketch = picture_editor(label="Image for img2img (paint on it)", type="pil", format="png",
                                             elem_id="img2img_sketch", height=400, brush=SKETCH_BRUSH)
                 with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as t2:
-                    inpaint = gr.ImageEditor(label="Image for inpainting with mask", type="pil", format="png",
+                    inpaint = picture_editor(label="Image for inpainting with mask", type="pil", format="png",
                                              elem_id="img2maskimg", height=400,
                                              brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
                 with gr.Tab("Inpaint sketch", id="inpaint_sketch", elem_id="img2img_inpaint_sketch_tab") as t_isketch:
-                    inpaint_sketch = gr.ImageEditor(label="Image for inpainting (paint the new content)", type="pil",
+                    inpaint_sketch = picture_editor(label="Image for inpainting (paint the new content)", type="pil",
                                                     format="png", elem_id="inpaint_sketch", height=400,
                                                     brush=SKETCH_BRUSH)
                 with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as t3:
-                    upload_image = gr.Image(label="Image", type="pil", elem_id="img_inpaint_base", format="png")
-                    upload_mask = gr.Image(label="Mask", type="pil", elem_id="img_inpaint_mask", image_mode="L",
+                    upload_image = picture_input(label="Image", type="pil", elem_id="img_inpaint_base", format="png")
+                    upload_mask = picture_input(label="Mask", type="pil", elem_id="img_inpaint_mask", image_mode="L",
                                            format="png")
                 with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab", visible=show_dir_fields) as t4:
                     batch_in = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
@@ -447,7 +571,10 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                 tab.select(lambda n=name: n, outputs=mode, queue=False, api_visibility="private")
             resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode", type="index",
                                    elem_id="resize_mode")
-            with gr.Accordion("Inpaint options", open=True):
+            denoise = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
+                                elem_id="img2img_denoising_strength")
+            # shown only on the tabs with a mask (javascript/ui.js, which sees every way a tab gets selected)
+            with gr.Accordion("Inpaint options", open=True, elem_id="img2img_inpaint_options"):
                 mask_blur = gr.Slider(0, 64, value=4, step=1, label="Mask blur", elem_id="img2img_mask_blur")
                 mask_mode = gr.Radio(["Inpaint masked", "Inpaint not masked"], value="Inpaint masked",
                                      label="Mask mode", type="index", elem_id="img2img_mask_mode")
@@ -457,25 +584,35 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                                 type="index", elem_id="img2img_inpaint_full_res")
                 padding = gr.Slider(0, 256, value=32, step=4, label="Only masked padding, pixels",
                                     elem_id="img2img_inpaint_full_res_padding")
-            c = Controls("img2img", default_size)
-            denoise = gr.Slider(0, 1, value=0.75, step=0.01, label="Denoising strength",
-                                elem_id="img2img_denoising_strength")
+            c = Controls("img2img", default_size, resize_by=True)
+            override = override_settings_box("img2img")
         with gr.Column(scale=1):
             progress, gallery, info, send, selected, last_seed = output_panel("img2img", worker, show_dir_fields)
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
     c.reuse_seed.click(lambda last: (last or {}).get("seed", -1), inputs=last_seed, outputs=c.seed, queue=False,
                        api_visibility="private")
 
+    def resize_by_preview(picture, scale):
+        if picture is None:
+            return ""
+        width, height = scaled_size(picture.size, scale)
+        return f"<p><span>Resize:</span> {picture.width}x{picture.height} → {width}x{height}</p>"
+
+    for trigger in (c.scale_by.change, init_image.change):
+        trigger(resize_by_preview, inputs=[init_image, c.scale_by], outputs=c.scale_by_size, queue=False,
+                api_visibility="private")
+
     request_inputs = {"prompt": prompt, "negative_prompt": negative, "styles": styles, **c.request_inputs(),
                       "resize_mode": resize_mode, "mask_blur": mask_blur, "inpainting_mask_invert": mask_mode,
                       "inpainting_fill": fill, "inpaint_full_res": area, "inpaint_full_res_padding": padding,
                       "denoising_strength": denoise}
-    source_inputs = {"mode": mode, "image": init_image, "sketch": sketch, "inpaint": inpaint,
+    source_inputs = {"mode": mode, "resize_by": c.resize_by_selected, "scale_by": c.scale_by,
+                     "image": init_image, "sketch": sketch, "inpaint": inpaint,
                      "inpaint_sketch": inpaint_sketch, "upload_image": upload_image, "upload_mask": upload_mask,
                      "batch_input_dir": batch_in, "batch_output_dir": batch_out, "batch_mask_dir": batch_mask}
 
-    def run(*, mode, image, sketch, inpaint, inpaint_sketch, upload_image, upload_mask, batch_input_dir,
-            batch_output_dir, batch_mask_dir, **values):
+    def run(*, mode, resize_by, scale_by, image, sketch, inpaint, inpaint_sketch, upload_image, upload_mask,
+            batch_input_dir, batch_output_dir, batch_mask_dir, override_settings=None, **values):
         mask = None
         if mode == "sketch":
             image = _composite(sketch)
@@ -486,6 +623,8 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
             image = _composite(inpaint_sketch)
         elif mode == "inpaint_upload":
             image, mask = upload_image, upload_mask
+        if resize_by and image is not None and mode != "batch":  # "Resize by": the picture's size times the scale
+            values["width"], values["height"] = scaled_size(image.size, scale_by)
         try:
             req = build_request(Img2ImgRequest, values, init_images=[image] if image is not None else [], mask=mask)
         except GenerationError as e:
@@ -500,15 +639,16 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
         if image is None:
             yield "", gr.skip(), "<p class='error'>❌ Put an image in first.</p>", gr.skip()
             return
-        yield from stream(worker, req)
+        yield from stream(worker, req, *option_overrides(override_settings, worker.ctx.options))
 
-    generate.click(run, inputs_kwargs={**source_inputs, **request_inputs}, outputs=[progress, gallery, info, last_seed],
+    generate.click(run, inputs_kwargs={**source_inputs, **request_inputs, "override_settings": override},
+                   outputs=[progress, gallery, info, last_seed],
                    api_name="img2img", concurrency_limit=1, concurrency_id="generate").then(**_forever("img2img"))
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info,
             "image": init_image, "sketch": sketch, "inpaint": inpaint, "inpaint_sketch": inpaint_sketch, "tabs": tabs,
             "mode": mode, "paste": paste, "send": send,
             "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box,
-            "request_inputs": request_inputs}
+            "request_inputs": request_inputs, "override_settings": override, "worker": worker}
 
 
 def _batch(worker: GenerationWorker, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str):

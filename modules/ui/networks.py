@@ -104,9 +104,13 @@ def embedding_cards(worker: GenerationWorker) -> list[Card]:
     return cards
 
 
-def cards_html(cards: list[Card], tab: str, empty: str, preview_ids: dict[Path, str]) -> str:
+def cards_html(cards: list[Card], tab: str, empty: tuple[str, Path | None], preview_ids: dict[Path, str]) -> str:
+    """The cards, or `empty`: (what to do, the folder to put files in) in words split so that the sentence can
+    be translated."""
     if not cards:
-        return f"<p class='extra-network-empty'>{html.escape(empty)}</p>"
+        text, folder = empty
+        where = f" <code>{html.escape(str(folder))}</code>" if folder else ""
+        return f"<p class='extra-network-empty'><span>{html.escape(text)}</span>{where}</p>"
     parts = []
     for c in cards:
         preview_id = preview_ids.get(c.preview)
@@ -122,10 +126,19 @@ def cards_html(cards: list[Card], tab: str, empty: str, preview_ids: dict[Path, 
     return f"<div class='extra-network-cards'>{''.join(parts)}</div>"
 
 
-KINDS: tuple[tuple[str, str, Callable[[GenerationWorker], list[Card]], str], ...] = (
-    ("checkpoints", "Checkpoints", checkpoint_cards, "No checkpoints: put them into models/Stable-diffusion."),
-    ("lora", "Lora", lora_cards, "No LoRAs: put them into models/Lora."),
-    ("textual_inversion", "Textual Inversion", embedding_cards, "No embeddings: put them into embeddings/."),
+def _first(folders) -> Path | None:
+    return next(iter(folders), None)
+
+
+# (id, tab label, cards, (what to do when there are none, the folder really searched first))
+KINDS: tuple[tuple[str, str, Callable[[GenerationWorker], list[Card]],
+                   Callable[[GenerationWorker], tuple[str, Path | None]]], ...] = (
+    ("checkpoints", "Checkpoints", checkpoint_cards,
+     lambda w: ("No checkpoints: put them into", _first(w.ctx.models.paths.checkpoint_dirs))),
+    ("lora", "Lora", lora_cards,
+     lambda w: ("No LoRAs: put them into", _first(w.ctx.loras.folders) if w.ctx.loras else None)),
+    ("textual_inversion", "Textual Inversion", embedding_cards,
+     lambda w: ("No embeddings: put them into", w.ctx.embeddings.folder if w.ctx.embeddings else None)),
 )
 
 
@@ -136,7 +149,7 @@ def build(tab: str, worker: GenerationWorker, previews: PreviewFiles) -> gr.Text
         panes = []
         for kind, _, make, empty in KINDS:
             cards = make(worker)
-            panes.append(cards_html(cards, tab, empty, previews.publish(kind, cards)))
+            panes.append(cards_html(cards, tab, empty(worker), previews.publish(kind, cards)))
         return panes
 
     with gr.Accordion("Extra networks", open=False, elem_id=f"{tab}_extra_networks"):

@@ -1,110 +1,218 @@
-"""The Settings tab: every field of Options as a control (A1111's `setting_<name>` ids), saved on Apply.
+"""The Settings tab: every setting as a control (A1111's `setting_<name>` ids) in A1111's sections, with a
+search box, saved on Apply; and the quicksettings chosen in the "Quicksettings list" setting.
 
-Apply checks every value with `Options.check` (the constraints the API and config.json loading use too) and
-changes nothing unless all of them fit.
+The page shows what the options hold on every load (a page opened before a change, or reloaded after one,
+never shows stale values), and Apply writes only the settings the user changed on this page since it loaded,
+so a stale page cannot undo a change made elsewhere. Apply checks every value with `Options.check` (the
+constraints the API and config.json loading use too) and changes nothing unless all of them fit.
 """
 from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 
 import gradio as gr
 
 from modules.generation import VERSION
-from modules.options import PATH_SETTINGS, Options, SettingError, choices_of
+from modules.options import PATH_SETTINGS, SECTIONS, Options, SettingError, choices_of, info_of
 
-LABELS: dict[str, str] = {
-    "sd_model_checkpoint": "Stable Diffusion checkpoint",
-    "sd_vae": "SD VAE",
-    "sd_checkpoints_limit": "Maximum number of checkpoints loaded at the same time",
-    "fp8_storage": "FP8 weight (UNet stored in 8 bits)",
-    "CLIP_stop_at_last_layers": "Clip skip",
-    "emphasis": "Emphasis mode",
-    "comma_padding_backtrack": "Prompt word wrap length limit (tokens moved to the next chunk at a comma)",
-    "sdxl_clip_l_skip": "Clip skip for SDXL's CLIP-L too",
-    "use_old_scheduling": "Use old prompt editing timelines",
-    "eta_ancestral": "Eta for ancestral samplers",
-    "eta_ddim": "Eta for DDIM",
-    "eta_noise_seed_delta": "Eta noise seed delta (ENSD)",
-    "randn_source": "Random number generator source",
-    "s_churn": "sigma churn",
-    "s_tmin": "sigma tmin",
-    "s_tmax": "sigma tmax (0 = infinity)",
-    "s_noise": "sigma noise",
-    "sigma_min": "Schedule min sigma (0 = default)",
-    "sigma_max": "Schedule max sigma (0 = default)",
-    "rho": "Schedule rho (0 = default)",
-    "always_discard_next_to_last_sigma": "Always discard next-to-last sigma",
-    "img2img_fix_steps": "With img2img, do exactly the amount of steps the slider specifies",
-    "inpainting_mask_weight": "Inpainting conditioning mask strength",
-    "sdxl_refiner_high_aesthetic_score": "SDXL refiner high aesthetic score",
-    "sdxl_refiner_low_aesthetic_score": "SDXL refiner low aesthetic score",
-    "samples_save": "Always save all generated images",
-    "samples_format": "File format for images",
-    "grid_save": "Always save all generated image grids",
-    "return_grid": "Show grid in gallery",
-    "outdir_txt2img_samples": "Output directory for txt2img images (empty: outputs/txt2img-images)",
-    "outdir_img2img_samples": "Output directory for img2img images (empty: outputs/img2img-images)",
-    "localization": "Localization (reload the page after applying)",
-    "live_previews_enable": "Show live previews of the created image",
-    "show_progress_every_n_steps": "Live preview display period (steps; 0 = off)",
-}
-HIDDEN = {"sd_model_checkpoint", "sd_vae"}  # set from the top bar
+# The checkpoint and VAE have their own pickers in the top bar (with a refresh button and a status line).
+OWN_PICKERS = ("sd_model_checkpoint", "sd_vae")
+# Read by the page's scripts (window.opts), as A1111's javascript reads `opts`.
+PAGE_SCRIPT_SETTINGS = ("send_seed", "send_size", "show_progress_in_title", "notification_audio",
+                        "notification_volume", "disable_token_counters", "hidden_tabs", "return_grid")
+
+
+def to_page_scripts(page: SettingsPage) -> dict:
+    """Arguments of a `.then(...)` that hands the settings the page's scripts read to them (window.opts)."""
+    return dict(fn=None, inputs=page.page_opts, js="(o) => { window.setPageOpts(o); }", api_visibility="private")
+
+
+def label_of(name: str) -> str:
+    return info_of(name)["label"] or name
+
+
+def shown_settings(show_dir_fields: bool) -> list[str]:
+    return [f.name for f in fields(Options)
+            if info_of(f.name)["section"] != "hidden" and f.name not in OWN_PICKERS
+            and (show_dir_fields or f.name not in PATH_SETTINGS)]
+
+
+def _control(name: str, value, *, elem_id: str, interactive: bool, extra_choices: dict[str, list[str]],
+             visible: bool = True):
+    meta = info_of(name)
+    kwargs = dict(label=meta["label"] or name, value=value, elem_id=elem_id, interactive=interactive,
+                  info=meta["info"] or None, visible=visible)
+    if meta["needs_reload"]:
+        kwargs["info"] = "; ".join(filter(None, [meta["info"], "reload the page to see the change"]))
+    if isinstance(value, list):
+        return gr.Dropdown(extra_choices.get(name, []), multiselect=True, **kwargs)
+    choices = extra_choices.get(name) or choices_of(name)
+    if choices:
+        return gr.Dropdown(list(choices), **kwargs)
+    if isinstance(value, bool):
+        return gr.Checkbox(**kwargs)
+    if isinstance(value, int | float):
+        low, high = meta["minimum"], meta["maximum"]
+        if low is not None and high is not None and high - low <= 200:
+            step = 1 if isinstance(value, int) else (0.001 if high - low <= 2 else 0.01)
+            return gr.Slider(low, high, step=step, **kwargs)
+        return gr.Number(precision=0 if isinstance(value, int) else None, minimum=low, maximum=high, **kwargs)
+    return gr.Textbox(**kwargs)
+
+
+def _extra_choices(localizations: list[str], tab_names: list[str]) -> dict[str, list[str]]:
+    """Choices known only when the page is built."""
+    return {"localization": ["None", *localizations], "hidden_tabs": [t for t in tab_names if t != "Settings"],
+            "quicksettings_list": [f.name for f in fields(Options) if info_of(f.name)["section"] != "hidden"]}
+
+
+@dataclass
+class SettingsPage:
+    """What the page-load event needs: every settings control and the snapshot of what the page shows."""
+    options: Options
+    controls: dict[str, gr.components.Component]
+    shown: gr.State
+    page_opts: gr.JSON
+    tabs: dict[str, gr.Tab] = field(default_factory=dict)
+    quick: dict[str, gr.components.Component] = field(default_factory=dict)
+
+    def outputs(self) -> list:
+        return [*self.controls.values(), *self.quick.values(), self.shown, self.page_opts]
+
+    def current(self) -> list:
+        """The values config.json holds now, for every control (quicksettings shown if listed), the snapshot, and
+        the page's script settings."""
+        values = {name: getattr(self.options, name) for name in self.controls}
+        listed = set(self.options.quicksettings_list)
+        return [*values.values(),
+                *(gr.update(value=getattr(self.options, n), visible=n in listed) for n in self.quick),
+                values, self.page_opts_now()]
+
+    def page_opts_now(self) -> dict:
+        """The settings the page's scripts read, and the element ids of the tabs to hide (Gradio 6 does not
+        hide a tab on a visibility update, so the page's script does)."""
+        ids = {name: tab.elem_id for name, tab in self.tabs.items()}
+        return {**{name: getattr(self.options, name) for name in PAGE_SCRIPT_SETTINGS},
+                "hidden_tab_ids": [ids[n] for n in self.options.hidden_tabs if n in ids]}
+
+
+def _apply(options: Options, save: Callable[[], None], run_exclusive: Callable, submitted: dict,
+           shown: dict | None) -> tuple[list[str], list[str]]:
+    """Check and apply the values the user changed since the page showed `shown`; returns (changed labels,
+    problems). Nothing changes unless every value fits."""
+    checked, problems = {}, []
+    for name, value in submitted.items():
+        if value is None:  # an emptied number field keeps its setting
+            continue
+        if shown is not None and name in shown and value == shown[name]:
+            continue  # not touched on this page: what config.json holds now stays
+        try:
+            checked[name] = Options.check(name, value)
+        except SettingError as e:
+            problems.append(str(e))
+    if problems:
+        return [], problems
+    changed: list[str] = []
+
+    def apply() -> None:  # in the worker's turn: a running job keeps the settings it started with
+        for name, value in checked.items():
+            if value != getattr(options, name):
+                setattr(options, name, value)
+                changed.append(label_of(name))
+        if changed:
+            save()
+
+    run_exclusive(apply)
+    return changed, []
 
 
 def build(options: Options, save: Callable[[], None], run_exclusive: Callable[[Callable[[], None]], object],
-          frozen: bool, show_dir_fields: bool, localizations: list[str]) -> None:
+          frozen: bool, show_dir_fields: bool, localizations: list[str], tab_names: list[str],
+          quick: dict[str, gr.components.Component], tabs: dict[str, gr.Tab]) -> SettingsPage:
+    """The Settings tab's content, wired with the quicksettings; wire `SettingsPage.current` to the page's load
+    event. `tabs`: the page's tabs by name, for "Hidden UI tabs"."""
+    extra_choices = _extra_choices(localizations, tab_names)
+    names = shown_settings(show_dir_fields)
     controls: dict[str, gr.components.Component] = {}
     if frozen:
         gr.Markdown("Settings are frozen (--freeze-settings): they can be read but not changed here.")
-    with gr.Row():
-        apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit", interactive=not frozen)
+    with gr.Row(elem_id="settings_top"):
+        apply_button = gr.Button("Apply settings", variant="primary", elem_id="settings_submit",
+                                 interactive=not frozen)
+        reload_button = gr.Button("Reload UI", elem_id="settings_restart_gradio")
     result = gr.HTML(elem_id="settings_result")
-    for f in fields(Options):
-        if f.name in HIDDEN or (f.name in PATH_SETTINGS and not show_dir_fields):
-            continue
-        label, choices = LABELS.get(f.name, f.name), choices_of(f.name)
-        if f.name == "localization":
-            choices = ("None", *localizations)
-        value = getattr(options, f.name)
-        kwargs = dict(label=label, value=value, elem_id=f"setting_{f.name}", interactive=not frozen)
-        if choices:
-            controls[f.name] = gr.Dropdown(list(choices), **kwargs)
-        elif isinstance(value, bool):
-            controls[f.name] = gr.Checkbox(**kwargs)
-        elif isinstance(value, int | float):
-            controls[f.name] = gr.Number(precision=0 if isinstance(value, int) else None, **kwargs)
-        else:
-            controls[f.name] = gr.Textbox(**kwargs)
-    gr.Markdown(f"Version {VERSION}")
-
-    def apply_settings(**values):
-        if frozen:
-            return "Settings are frozen."
-        checked, problems = {}, []
-        for name, value in values.items():
-            if value is None:  # an emptied number field keeps its setting
+    gr.Textbox(label="Search", placeholder="Search settings...", elem_id="settings_search", show_label=False,
+               container=False)
+    with gr.Column(elem_id="settings"):
+        for section, title in SECTIONS.items():
+            in_section = [n for n in names if info_of(n)["section"] == section]
+            if not in_section:
                 continue
-            try:
-                checked[name] = Options.check(name, value)
-            except SettingError as e:
-                problems.append(str(e))
-        if problems:
-            return html.escape("Nothing was changed: " + "; ".join(problems) + ".")
-        changed = []
+            with gr.Group(elem_id=f"settings_{section}", elem_classes="settings-section"):
+                gr.HTML(f"<h2>{html.escape(title)}</h2>", elem_classes="settings-section-title")
+                for name in in_section:
+                    controls[name] = _control(name, getattr(options, name), elem_id=f"setting_{name}",
+                                              interactive=not frozen, extra_choices=extra_choices)
+    gr.Markdown(f"Version {VERSION}")
+    shown = gr.State({name: getattr(options, name) for name in controls})
+    page = SettingsPage(options, controls, shown, gr.JSON(visible=False, elem_id="settings_json"),
+                        tabs={n: t for n, t in tabs.items() if n != "Settings"}, quick=quick)
+    _wire_quicksettings(page, save, run_exclusive, frozen)
 
-        def apply() -> None:  # in the worker's turn: a running job keeps the settings it started with
-            for name, value in checked.items():
-                if value != getattr(options, name):
-                    setattr(options, name, value)
-                    changed.append(LABELS.get(name, name))
-            save()
-
+    def apply_settings(shown_values, *values):
+        if frozen:
+            return "Settings are frozen.", shown_values, page.page_opts_now()
+        submitted = dict(zip(controls, values))
         try:
-            run_exclusive(apply)
+            changed, problems = _apply(options, save, run_exclusive, submitted, shown_values)
         except OSError as e:
-            return html.escape(f"The settings are in effect until restart but were not saved: {e}")
-        return html.escape(f"{len(changed)} settings changed" + (f": {', '.join(changed)}." if changed else "."))
+            return (html.escape(f"The settings are in effect until restart but were not saved: {e}"),
+                    shown_values, page.page_opts_now())
+        now = {name: getattr(options, name) for name in controls}
+        if problems:
+            return html.escape("Nothing was changed: " + "; ".join(problems) + "."), shown_values, page.page_opts_now()
+        message = f"{len(changed)} settings changed" + (f": {', '.join(changed)}." if changed else ".")
+        return html.escape(message), now, page.page_opts_now()
 
-    apply.click(apply_settings, inputs_kwargs=controls, outputs=result, api_visibility="private")
+    apply_button.click(apply_settings, inputs=[shown, *controls.values()], outputs=[result, shown, page.page_opts],
+                       api_visibility="private").then(**to_page_scripts(page))
+    reload_button.click(None, js="() => { location.reload(); }")
+    return page
+
+
+def build_quicksettings(options: Options, frozen: bool, show_dir_fields: bool, localizations: list[str],
+                        tab_names: list[str]) -> dict[str, gr.components.Component]:
+    """A control in the top bar for every setting the user may list in "Quicksettings list"; those not listed
+    are hidden (the page-load event shows the listed ones). `build` wires them: a change applies and saves at
+    once, as in A1111."""
+    extra_choices = _extra_choices(localizations, tab_names)
+    quick = {}
+    with gr.Row(elem_id="quicksettings_extra"):
+        for name in shown_settings(show_dir_fields):
+            quick[name] = _control(name, getattr(options, name), elem_id=f"quicksettings_{name}",
+                                   interactive=not frozen, extra_choices=extra_choices,
+                                   visible=name in options.quicksettings_list)
+    return quick
+
+
+def _wire_quicksettings(page: SettingsPage, save: Callable[[], None], run_exclusive: Callable, frozen: bool) -> None:
+    options = page.options
+
+    def changed(name: str):
+        def on_change(value):
+            if frozen or value is None or value == getattr(options, name):
+                return gr.update(), page.page_opts_now()
+            try:
+                _, problems = _apply(options, save, run_exclusive, {name: value}, None)
+            except OSError as e:
+                problems = [str(e)]
+            for problem in problems:
+                gr.Warning(problem)
+            return gr.update(value=getattr(options, name)), page.page_opts_now()
+        return on_change
+
+    for name, control in page.quick.items():
+        control.change(changed(name), inputs=control, outputs=[control, page.page_opts], api_visibility="private",
+                       show_progress="hidden").then(**to_page_scripts(page))
