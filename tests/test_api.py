@@ -216,7 +216,7 @@ def test_a1111_fields_we_do_not_implement_are_reported_not_pretended(api_server)
     assert status == 200 and json.loads(answer["info"])["warnings"] == []
 
     unimplemented = {"alwayson_scripts": {"controlnet": {"args": [{"enabled": True}]}}, "restore_faces": True,
-                     "hr_checkpoint_name": "other.safetensors", "firstphase_width": 512}
+                     "hr_additional_modules": ["clip_l.safetensors"], "firstphase_width": 512}
     status, answer, _ = call(url + "/sdapi/v1/txt2img", {**body, **unimplemented})
     assert status == 200 and len(answer["images"]) == 1  # still answered...
     warnings = json.loads(answer["info"])["warnings"]

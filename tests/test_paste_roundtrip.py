@@ -4,6 +4,7 @@ reproducing a picture exactly. The same round trip in a real browser is in test_
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -304,3 +305,18 @@ def test_inpaint_not_masked_is_pasted_back(stub_tabs):
     v = pasted("x\nSteps: 4, Sampler: Euler, Seed: 1, Size: 64x64, Denoising strength: 0.5, Mask blur: 2, "
                "Mask mode: Inpaint not masked", i2i)
     assert v["img2img_mask_mode"] in (1, "Inpaint not masked")
+
+
+def test_hires_checkpoint_is_pasted_back():
+    from types import SimpleNamespace
+
+    from modules.models.model_files import ModelFile
+    from modules.ui.paste import _hires_checkpoint
+    other = ModelFile(Path("/m/other.safetensors"), "other.safetensors", "ab" * 32)
+    models = SimpleNamespace(find_checkpoint=lambda q: other if other.matches(q) else (_ for _ in ()).throw(
+        KeyError(q)), checkpoint_titles=lambda: [other.title])
+    ctx = PasteContext(Options(), models=models)
+    control = SimpleNamespace(choices=[("Use same checkpoint", "Use same checkpoint"), (other.title, other.title)])
+    assert _hires_checkpoint({}, ctx, control) == "Use same checkpoint"  # as A1111: the key missing
+    assert _hires_checkpoint({"Hires checkpoint": "other [abababab]"}, ctx, control) is None  # another hash
+    assert _hires_checkpoint({"Hires checkpoint": f"other [{other.shorthash}]"}, ctx, control) == other.title

@@ -282,6 +282,21 @@ def test_tiling_holds_for_every_batch_when_the_refiner_pushes_the_chosen_model_o
     assert np.array_equal(pixels(both.images[1]), pixels(second.images[0]))
 
 
+def test_hires_pass_on_another_checkpoint_of_the_same_family(ctx):
+    hires = dict(enable_hr=True, hr_scale=2, hr_upscaler="Latent", hr_second_pass_steps=2, denoising_strength=0.6,
+                 save_images=False)
+    same = process_txt2img(small(**hires), ctx)
+    other = process_txt2img(small(hr_checkpoint_name="tiny-sd1-inpainting", **hires), ctx)
+    assert not np.array_equal(pixels(same.images[0]), pixels(other.images[0]))
+    params = infotext_utils.parse_generation_parameters(other.infotexts[0])
+    assert params["Hires checkpoint"].startswith("tiny-sd1-inpainting [") and params["Model"] == "tiny-sd1"
+    assert ctx.models.options.sd_model_checkpoint.startswith("tiny-sd1.safetensors")  # the user's choice stays
+    again = process_txt2img(small(hr_checkpoint_name=params["Hires checkpoint"], **hires), ctx)  # as pasted
+    assert np.array_equal(pixels(other.images[0]), pixels(again.images[0]))
+    with pytest.raises(GenerationError, match="hr_checkpoint_name: tiny-sdxl.safetensors .* is SDXL"):
+        process_txt2img(small(hr_checkpoint_name="tiny-sdxl", **hires), ctx)
+
+
 def test_img2img_batch_from_a_folder(ctx, tmp_path):
     from modules.generation import process_img2img_folder
     src, out, masks = tmp_path / "in", tmp_path / "out", tmp_path / "masks"

@@ -76,7 +76,8 @@ TXT2IMG_CONTROLS = {  # request field -> elem_id of the control that fills it (A
     "tiling": "txt2img_tiling", "enable_hr": "txt2img_enable_hr", "hr_upscaler": "txt2img_hr_upscaler",
     "hr_second_pass_steps": "txt2img_hires_steps", "denoising_strength": "txt2img_denoising_strength",
     "hr_scale": "txt2img_hr_scale", "hr_resize_x": "txt2img_hr_resize_x", "hr_resize_y": "txt2img_hr_resize_y",
-    "hr_sampler_name": "hr_sampler", "hr_scheduler": "hr_scheduler", "hr_prompt": "hires_prompt",
+    "hr_checkpoint_name": "hr_checkpoint", "hr_sampler_name": "hr_sampler", "hr_scheduler": "hr_scheduler",
+    "hr_prompt": "hires_prompt",
     "hr_negative_prompt": "hires_neg_prompt",
     "refiner_checkpoint": "txt2img_refiner_checkpoint", "refiner_switch_at": "txt2img_refiner_switch_at",
 }

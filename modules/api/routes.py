@@ -135,8 +135,6 @@ TXT2IMG_NOT_IMPLEMENTED: dict[str, NotImplementedField] = {
     **{name: NotImplementedField(int, 0, "the old hires fix's first-pass size is not supported; "
                                          "use hr_scale or hr_resize_x/hr_resize_y")
        for name in ("firstphase_width", "firstphase_height")},
-    "hr_checkpoint_name": NotImplementedField(str | None, None, "the hires pass uses the first pass's checkpoint",
-                                              inert=lambda v, _: v in (None, "", "Use same checkpoint")),
     "hr_additional_modules": NotImplementedField(list[str] | None, None, "additional modules are not supported",
                                                  inert=lambda v, _: v in (None, [], ["Use same choices"])),
 }

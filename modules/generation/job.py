@@ -248,13 +248,34 @@ class Job:
             self._tiling.enter_context(SeamlessTiling(model, True))
 
     def back_to_base(self) -> None:
-        """After a batch finished on the refiner, the next one starts on the chosen model again."""
-        if self.refiner_info:
+        """After a batch finished on the refiner or the hires checkpoint, the next one starts on the chosen model
+        again."""
+        if self.refiner_info or self.model is not self.base:
             self.model = self.ctx.models.ensure_selected()
+            self.base = self.model
             self._tile(self.model)
             self.denoiser = UNetDenoiser(self.model)
             self.prompt_encoder = PromptEncoder(self.model, self.embeddings, self.encode_settings)
             self.refiner_info = {}
+
+    def use_hires_checkpoint(self, name: str) -> str:
+        """Go on with another checkpoint of the same family for the hires pass (not the user's choice: the next
+        batch starts on the chosen one again), with the batch's LoRAs. Returns the name the infotext gives it
+        ("Hires checkpoint", A1111's short title)."""
+        try:
+            model = self.ctx.models.load(name, remember=False)
+        except CheckpointError as e:
+            raise GenerationError(f"hr_checkpoint_name: {e}") from e
+        if model.spec.family is not self.model.spec.family:
+            raise GenerationError(f"hr_checkpoint_name: {model.file.title} is {model.spec.label}; the hires pass "
+                                  f"needs a checkpoint of the first pass's kind ({self.model.spec.label})")
+        self.model = model
+        self._tile(model)
+        self.denoiser = UNetDenoiser(model)
+        self.prompt_encoder = PromptEncoder(model, self.embeddings, self.encode_settings)
+        if self.ctx.loras is not None and self.applied_loras:
+            self.warnings += self.ctx.loras.apply(model, self.applied_loras)
+        return f"{Path(model.file.name).stem} [{model.file.shorthash}]"
 
     # ---- conditioning ----
     def _context_key(self) -> tuple:

@@ -178,6 +178,7 @@ class Txt2ImgRequest(GenerationRequest):
     hr_resize_x: int = 0
     hr_resize_y: int = 0
     denoising_strength: float = 0.7
+    hr_checkpoint_name: str | None = None  # None or "Use same checkpoint": the first pass's
     hr_sampler_name: str | None = None
     hr_scheduler: str | None = None
     hr_prompt: str = ""

@@ -62,6 +62,8 @@ class Txt2Img:
             if not (8 <= width <= MAX_SIDE and 8 <= height <= MAX_SIDE):
                 raise GenerationError(f"{which}: the hires pass would be {width}x{height}; each side must be 8 to "
                                       f"{MAX_SIDE}")
+        self.hr_checkpoint = req.hr_checkpoint_name if req.enable_hr and req.hr_checkpoint_name not in (
+            None, "", "Use same checkpoint") else None
         self.refiner = RefinerSwitch(req.refiner_checkpoint, req.refiner_switch_at) if (
             req.refiner_checkpoint and req.refiner_checkpoint != "None" and req.refiner_switch_at < 1) else None
 
@@ -84,7 +86,7 @@ class Txt2Img:
         return BatchOutput(job.model.decode_latents(hires), params)
 
     def _hires_pass(self, job: Job, latent, batch: Batch, width: int, height: int):
-        req, model = self.req, job.model
+        req = self.req
         hr_sampler = self.hr_sampler or job.sampler
         steps = req.hr_second_pass_steps or req.steps
         params = {"Denoising strength": req.denoising_strength, "Hires upscale": req.hr_scale
@@ -92,12 +94,17 @@ class Txt2Img:
                   "Hires resize": f"{req.hr_resize_x}x{req.hr_resize_y}" if (req.hr_resize_x or req.hr_resize_y)
                   else None,
                   "Hires steps": req.hr_second_pass_steps or None, "Hires upscaler": req.hr_upscaler}
-        if req.hr_upscaler in LATENT_UPSCALE_MODES:
+        pictures = None
+        if req.hr_upscaler not in LATENT_UPSCALE_MODES:  # decoded by the first pass's model
+            pictures = job.model.decode_latents(latent)
+        if self.hr_checkpoint and not job.model.file.matches(self.hr_checkpoint):
+            params["Hires checkpoint"] = job.use_hires_checkpoint(self.hr_checkpoint)
+        model = job.model
+        if pictures is None:
             mode, antialias = LATENT_UPSCALE_MODES[req.hr_upscaler]
             f = model.latent_scale
             latent = F.interpolate(latent, size=(height // f, width // f), mode=mode, antialias=antialias)
         else:
-            pictures = model.decode_latents(latent)
             resample = IMAGE_UPSCALERS[req.hr_upscaler]
             if resample is not None:
                 pictures = [p.resize((width, height), resample) for p in pictures]

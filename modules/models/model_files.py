@@ -48,13 +48,16 @@ class ModelFile:
         return ModelFile(self.path, self.name, sha256)
 
     def matches(self, query: str) -> bool:
-        """A user may name a checkpoint by title, relative name, stem, short hash or full hash."""
+        """A user may name a checkpoint by title, relative name, stem, short hash or full hash, or by A1111's
+        short title "stem [shorthash]" (what "Hires checkpoint" in an infotext holds)."""
         q = query.strip()
         if not q:
             return False
         candidates = {self.title, self.name, self.model_name, Path(self.name).stem, str(self.path)}
         if self.sha256:
-            candidates |= {self.sha256, self.shorthash}
+            candidates |= {self.sha256, self.shorthash, f"{Path(self.name).stem} [{self.shorthash}]"}
+        elif q.endswith("]") and " [" in q and q.rsplit(" [", 1)[0] == Path(self.name).stem:
+            return True  # A1111's short title of a file not hashed yet
         return q in candidates
 
 

@@ -454,6 +454,9 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                     hr_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
                                      elem_id="txt2img_hr_resize_y")
                 with gr.Row():
+                    hr_checkpoint = gr.Dropdown(["Use same checkpoint"] + worker.ctx.models.checkpoint_titles(),
+                                                value="Use same checkpoint", label="Hires checkpoint",
+                                                elem_id="hr_checkpoint")
                     hr_sampler = gr.Dropdown(["Use same sampler"] + [s.name for s in SAMPLERS],
                                              value="Use same sampler", label="Hires sampling method",
                                              elem_id="hr_sampler")
@@ -478,7 +481,8 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
     request_inputs = {"prompt": prompt, "negative_prompt": negative, "styles": styles, **c.request_inputs(),
                       "enable_hr": enable_hr, "hr_upscaler": hr_upscaler, "hr_second_pass_steps": hr_steps,
                       "denoising_strength": hr_denoise, "hr_scale": hr_scale, "hr_resize_x": hr_x,
-                      "hr_resize_y": hr_y, "hr_sampler_name": hr_sampler, "hr_scheduler": hr_scheduler,
+                      "hr_resize_y": hr_y, "hr_checkpoint_name": hr_checkpoint, "hr_sampler_name": hr_sampler,
+                      "hr_scheduler": hr_scheduler,
                       "hr_prompt": hr_prompt,
                       "hr_negative_prompt": hr_negative, "refiner_checkpoint": refiner, "refiner_switch_at": switch_at}
 

@@ -61,19 +61,27 @@ def _scheduler(key: str, keep: str | None = None):
     return get
 
 
-def _refiner(d: dict, ctx: PasteContext, control=None) -> Any:
-    """The refiner dropdown's entry for the checkpoint named (its title gains a hash once loaded: any entry naming
-    the same file will do); the entries are refreshed when none does."""
-    if "Refiner" not in d:
-        return "None"  # as A1111 unticks its refiner
-    try:
-        wanted = ctx.models.find_checkpoint(str(d["Refiner"]))
-    except Exception:  # not among the checkpoints here (CheckpointError), or no model manager
-        return None
-    for _, choice in getattr(control, "choices", None) or []:
-        if choice != "None" and wanted.matches(choice):
-            return choice
-    return gr.update(choices=["None"] + ctx.models.checkpoint_titles(), value=wanted.title)
+def _checkpoint_choice(key: str, absent: str) -> Getter:
+    """The dropdown entry for the checkpoint the infotext names under `key` (its title gains a hash once loaded:
+    any entry naming the same file will do; the entries are refreshed when none does); `absent` when the key is
+    missing, as A1111 unticks its refiner and goes back to "Use same checkpoint"."""
+    def get(d: dict, ctx: PasteContext, control=None) -> Any:
+        if key not in d:
+            return absent
+        try:
+            wanted = ctx.models.find_checkpoint(str(d[key]))
+        except Exception:  # not among the checkpoints here (CheckpointError), or no model manager
+            return None
+        for _, choice in getattr(control, "choices", None) or []:
+            if choice != absent and wanted.matches(choice):
+                return choice
+        return gr.update(choices=[absent] + ctx.models.checkpoint_titles(), value=wanted.title)
+    get.needs_control = True
+    return get
+
+
+_refiner = _checkpoint_choice("Refiner", "None")
+_hires_checkpoint = _checkpoint_choice("Hires checkpoint", "Use same checkpoint")
 
 
 # request field -> the infotext key that fills its control, or a function giving the value (None: leave the control
@@ -102,6 +110,7 @@ _FIELDS: list[tuple[str, Getter]] = [
     ("hr_second_pass_steps", lambda d, _: d.get("Hires steps", 0 if _hires_enabled(d) else None)),
     ("hr_resize_x", "Hires resize-1"),
     ("hr_resize_y", "Hires resize-2"),
+    ("hr_checkpoint_name", _hires_checkpoint),
     ("hr_sampler_name", _sampler("Hires sampler", keep="Use same sampler")),
     ("hr_scheduler", _scheduler("Hires schedule type", keep="Use same scheduler")),
     ("hr_prompt", "Hires prompt"),
@@ -126,7 +135,8 @@ _TYPES = {f.name: type(f.default) for cls in (Txt2ImgRequest, Img2ImgRequest) fo
 def _convert(field: str, value: Any) -> Any:
     """An infotext value (mostly text) as the control of `field` takes it."""
     kind = _TYPES.get(field, str)
-    if field in _CHOICE_FIELDS or kind is str or field in ("hr_sampler_name", "hr_scheduler", "refiner_checkpoint"):
+    if field in _CHOICE_FIELDS or kind is str or field in ("hr_sampler_name", "hr_scheduler", "refiner_checkpoint",
+                                                                      "hr_checkpoint_name"):
         return str(value)
     if kind is bool:
         return value if isinstance(value, bool) else str(value).strip().lower() == "true"
@@ -213,8 +223,8 @@ def values_from_infotext(text: str, tab: dict, ctx: PasteContext | None = None, 
         if name in kept:
             out.append(gr.skip())
             continue
-        if getter is _refiner:
-            value = _refiner(params, ctx, tab["request_inputs"][name])
+        if getattr(getter, "needs_control", False):
+            value = getter(params, ctx, tab["request_inputs"][name])
         else:
             value = getter(params, ctx) if callable(getter) else params.get(getter)
         if value is None or (value == "" and name not in ("prompt", "negative_prompt", "hr_prompt",
