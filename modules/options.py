@@ -138,6 +138,9 @@ class Options:
     # ---- img2img
     inpainting_mask_weight: float = _setting(1.0, "Inpainting conditioning mask strength", "img2img",
                                              minimum=0, maximum=1)
+    img2img_color_correction: bool = _setting(False, "Apply color correction to img2img results to match original "
+                                              "colors", "img2img", "keeps repeated img2img passes from drifting in "
+                                              "colour")
     img2img_fix_steps: bool = _setting(False, "With img2img, do exactly the amount of steps the slider specifies",
                                        "img2img", "normally fewer are done with less denoising")
     # ---- optimizations

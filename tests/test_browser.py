@@ -290,6 +290,20 @@ def test_img2img_resize_by_and_inpaint_options_where_they_apply(server, browser,
 
 
 @pytest.mark.browser
+def test_on_a_phone_the_pictures_follow_the_prompt_and_nothing_overflows(server, browser):
+    url, _data = server
+    page = browser.new_page(viewport={"width": 400, "height": 800})
+    page.goto(url)
+    page.locator("#txt2img_generate").wait_for()
+    box = {name: page.locator(f"#{name}").first.bounding_box()
+           for name in ("txt2img_generate", "txt2img_gallery", "txt2img_sampling")}
+    assert box["txt2img_generate"]["y"] < box["txt2img_gallery"]["y"] < box["txt2img_sampling"]["y"]
+    assert box["txt2img_gallery"]["y"] < 1500  # reachable with a short scroll
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400  # no sideways scrolling
+    page.close()
+
+
+@pytest.mark.browser
 def test_chinese_localization(server, browser):
     url, data = server
     page = browser.new_page()

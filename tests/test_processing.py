@@ -297,6 +297,24 @@ def test_hires_pass_on_another_checkpoint_of_the_same_family(ctx):
         process_txt2img(small(hr_checkpoint_name="tiny-sdxl", **hires), ctx)
 
 
+def test_img2img_color_correction_keeps_the_input_colours(ctx):
+    from PIL import ImageCms
+
+    from modules.generation.img2img import _TO_LAB
+    src = Image.fromarray((np.random.default_rng(4).random((64, 64, 3)) * [90, 30, 30] + [150, 20, 20]
+                           ).astype(np.uint8))  # reds
+    job = dict(prompt="a blue square", init_images=[src], denoising_strength=0.95, width=64, height=64, steps=4,
+               seed=8, save_images=False)
+
+    def colour(picture):  # mean of CIELAB's a and b: where the colours sit
+        return np.asarray(ImageCms.applyTransform(picture, _TO_LAB), dtype=np.float32)[..., 1:].mean((0, 1))
+
+    plain = process_img2img(Img2ImgRequest(**job), ctx).images[0]
+    ctx.options.img2img_color_correction = True
+    corrected = process_img2img(Img2ImgRequest(**job), ctx).images[0]
+    assert np.abs(colour(corrected) - colour(src)).sum() < 0.5 * np.abs(colour(plain) - colour(src)).sum()
+
+
 def test_img2img_batch_from_a_folder(ctx, tmp_path):
     from modules.generation import process_img2img_folder
     src, out, masks = tmp_path / "in", tmp_path / "out", tmp_path / "masks"

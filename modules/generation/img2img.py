@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageCms, ImageFilter, ImageOps
 
 from modules.generation import saving
 from modules.generation.job import Batch, BatchOutput, Job, ProcessingContext, model_calls
@@ -137,6 +137,32 @@ def _overlay_mask(req: Img2ImgRequest, mask: Image.Image) -> Image.Image:
     return mask.filter(ImageFilter.GaussianBlur(req.mask_blur)) if req.mask_blur > 0 else mask
 
 
+_SRGB, _LAB = ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB")
+_TO_LAB = ImageCms.buildTransformFromOpenProfiles(_SRGB, _LAB, "RGB", "LAB")
+_TO_RGB = ImageCms.buildTransformFromOpenProfiles(_LAB, _SRGB, "LAB", "RGB")
+
+
+def _matched(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`values` mapped so that their histogram is the reference's (each value to the reference value at the same
+    quantile)."""
+    kinds, where, counts = np.unique(values.ravel(), return_inverse=True, return_counts=True)
+    ref_kinds, ref_counts = np.unique(reference.ravel(), return_counts=True)
+    quantiles = np.cumsum(counts) / values.size
+    ref_quantiles = np.cumsum(ref_counts) / reference.size
+    return np.interp(quantiles, ref_quantiles, ref_kinds)[where].reshape(values.shape)
+
+
+def color_corrected(picture: Image.Image, reference: Image.Image) -> Image.Image:
+    """The img2img_color_correction setting: the picture's colours (the a and b channels of CIELAB) matched to
+    the input picture's histogram, its own lightness kept, so that repeated img2img passes do not drift in colour
+    (A1111 matches in LAB and keeps the result's luminosity too)."""
+    lab = np.asarray(ImageCms.applyTransform(picture.convert("RGB"), _TO_LAB)).copy()
+    ref = np.asarray(ImageCms.applyTransform(reference.convert("RGB").resize(picture.size), _TO_LAB))
+    for channel in (1, 2):
+        lab[..., channel] = np.round(_matched(lab[..., channel], ref[..., channel])).astype(np.uint8)
+    return ImageCms.applyTransform(Image.fromarray(lab, "LAB"), _TO_RGB)
+
+
 def _sample_pictures(job: Job, batch: Batch, init_src: Image.Image, mask_full: Image.Image | None
                      ) -> list[Image.Image]:
     """One batch: the input (and mask) at the request's size, encoded, noised to the strength, sampled,
@@ -191,6 +217,8 @@ def _sample_pictures(job: Job, batch: Batch, init_src: Image.Image, mask_full: I
     if latent is None:  # interrupted before the first step: no pictures
         return []
     out = model.decode_latents(latent)
+    if job.opts.img2img_color_correction:
+        out = [color_corrected(picture, init) for picture in out]
     if mask is None:
         return out
     # paste back: unmasked pixels stay exactly what they were

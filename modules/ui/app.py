@@ -24,6 +24,8 @@ CSS = """
                                 border: 1px solid var(--border-color-primary); border-radius: 4px; cursor: pointer; }
 .generate-forever { animation: forever 1.5s ease-in-out infinite; }
 @keyframes forever { 50% { filter: brightness(1.3); } }
+/* on a phone the pictures come right after the prompts and Generate, before the parameters */
+@media (max-width: 768px) { #txt2img_results_column, #img2img_results_column { order: -1; } }
 /* token counters in the prompt boxes' top right corner, as in A1111, not on rows of their own */
 [id$="_token_counter"] { position: relative; height: 0 !important; min-height: 0 !important; padding: 0 !important;
                          margin-top: calc(-1 * var(--layout-gap)) !important; border: none !important;

@@ -472,7 +472,7 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                                       elem_id="txt2img_refiner_switch_at")
             override = override_settings_box("txt2img")
             gr.Dropdown(["None"], value="None", label="Script", elem_id="txt2img_script")
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, elem_id="txt2img_results_column"):
             progress, gallery, info, send, selected, last_seed = output_panel("txt2img", worker, show_dir_fields)
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
     c.reuse_seed.click(lambda last: (last or {}).get("seed", -1), inputs=last_seed, outputs=c.seed, queue=False,
@@ -590,7 +590,7 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                                     elem_id="img2img_inpaint_full_res_padding")
             c = Controls("img2img", default_size, resize_by=True)
             override = override_settings_box("img2img")
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, elem_id="img2img_results_column"):
             progress, gallery, info, send, selected, last_seed = output_panel("img2img", worker, show_dir_fields)
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
     c.reuse_seed.click(lambda last: (last or {}).get("seed", -1), inputs=last_seed, outputs=c.seed, queue=False,
