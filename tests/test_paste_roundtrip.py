@@ -320,3 +320,24 @@ def test_hires_checkpoint_is_pasted_back():
     assert _hires_checkpoint({}, ctx, control) == "Use same checkpoint"  # as A1111: the key missing
     assert _hires_checkpoint({"Hires checkpoint": "other [abababab]"}, ctx, control) is None  # another hash
     assert _hires_checkpoint({"Hires checkpoint": f"other [{other.shorthash}]"}, ctx, control) == other.title
+
+
+def test_paste_with_an_empty_prompt_takes_the_last_generations_parameters(tmp_path):
+    from modules.generation import saving
+    from modules.ui.generation import build_txt2img
+    from modules.ui.networks import PreviewFiles
+    from modules.ui.paste import wire_paste_button
+    from tests.test_ui_helpers import _stub_worker
+    worker = _stub_worker(tmp_path)
+    worker.ctx.outputs_dir = tmp_path / "outputs"
+    with gr.Blocks() as demo:
+        tab = build_txt2img(worker, PreviewFiles())
+        wire_paste_button(tab)
+    paste = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "paste")
+    by_id = lambda values: {c.elem_id: v for c, v in zip(paste_outputs(tab), values)}  # noqa: E731
+    assert all(v == SKIP for v in paste(""))  # nothing generated yet: nothing changes
+    (tmp_path / saving.LAST_PARAMETERS_FILE).write_text("a lighthouse\nSteps: 9, Sampler: Euler, Seed: 77, "
+                                                        "Size: 96x64", encoding="utf-8")
+    filled = by_id(paste("  "))
+    assert (filled["txt2img_prompt"], filled["txt2img_steps"], filled["txt2img_seed"]) == ("a lighthouse", 9, 77)
+    assert by_id(paste("a fox\nSteps: 3, Sampler: Euler, Seed: 1"))["txt2img_prompt"] == "a fox"  # pasted text wins

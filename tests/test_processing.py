@@ -49,6 +49,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 def test_txt2img_saves_png_with_infotext_and_the_infotext_reproduces_it(ctx):
     res = process_txt2img(small(), ctx)
+    assert (ctx.outputs_dir.parent / "params.txt").read_text(encoding="utf-8") == res.infotexts[0]  # for ↙️
     assert len(res.images) == 1 and res.images[0].size == (32, 32)
     path = res.paths[0]
     assert path.parent.parent.name == "txt2img-images" and path.name == "00000-1234.png"

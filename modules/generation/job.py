@@ -19,7 +19,7 @@ import psutil
 import torch
 from PIL import Image
 
-from modules import infotext_utils, prompt_parser
+from modules import infotext_utils, prompt_parser, user_files
 from modules.conditioning import extra_networks
 from modules.conditioning.text import (
     ConditioningCache,
@@ -223,6 +223,7 @@ class Job:
                         index = batch.first + k
                         self.add_image(result, image, index, self.infotext(index, params, width, height))
             self.save_grid(result)
+            self.remember_parameters(result)
         finally:
             state.end()
         result.warnings = self.warnings
@@ -543,6 +544,16 @@ class Job:
         path = self.save(image, index, infotext)
         if path:
             result.paths.append(path)
+
+    def remember_parameters(self, result: GenerationResult) -> None:
+        """The first picture's infotext in params.txt, for ↙️ with an empty prompt box (A1111 does the same)."""
+        if not result.infotexts:
+            return
+        path = self.ctx.outputs_dir.parent / saving.LAST_PARAMETERS_FILE
+        try:
+            user_files.write_atomically(path, result.infotexts[0])
+        except OSError as e:
+            log.warning("%s not written: %s", path, e)
 
     def save_grid(self, result: GenerationResult) -> None:
         """As A1111: a grid of a batch is made when it is shown (return_grid) or saved (grid_save), and never

@@ -36,6 +36,9 @@ _USUAL = {"save": Path("log") / "images"}  # relative to the data folder; the ot
 _DEFAULTS = {own: Options.__dataclass_fields__[own].default for _, own in FOLDER_SETTINGS.values()}
 
 
+LAST_PARAMETERS_FILE = "params.txt"  # the last generation's infotext, in the data folder (A1111's file; ↙️ reads it)
+
+
 def output_folder(opts: Options, outputs_dir: Path, kind: str) -> Path:
     """The folder a kind of picture ("txt2img-images", "img2img-grids", "save"...) is saved to. `outputs_dir` is
     <data folder>/outputs; a relative setting ("outputs/txt2img-images", A1111's defaults) is taken from the data

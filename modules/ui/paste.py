@@ -315,11 +315,22 @@ def read_dropped_picture(path: str | None) -> tuple[Any, None]:
 
 
 def wire_paste_button(tab: dict) -> None:
-    """↙️ beside Generate: read an infotext pasted into the prompt box and fill every field. A picture dropped on
+    """↙️ beside Generate: read an infotext pasted into the prompt box (with an empty box, the last generation's,
+    from params.txt) and fill every field. A picture dropped on
     a prompt box (javascript/dragdrop.js hands it to a hidden file input) does the same with its infotext."""
     outputs = paste_outputs(tab)
-    tab["paste"].click(lambda text: values_from_infotext(text, tab), inputs=tab["prompt"], outputs=outputs,
-                       api_visibility="private")
+    last_params = tab["worker"].ctx.outputs_dir.parent / saving.LAST_PARAMETERS_FILE
+
+    def paste(text: str) -> list:
+        if not (text or "").strip():  # as A1111: an empty prompt box takes the last generation's parameters
+            try:
+                text = last_params.read_text(encoding="utf-8")
+            except OSError:
+                gr.Info("Nothing to paste: put generation parameters into the prompt box, or generate first.")
+                return [gr.skip()] * len(outputs)
+        return values_from_infotext(text, tab)
+
+    tab["paste"].click(paste, inputs=tab["prompt"], outputs=outputs, api_visibility="private")
     name = tab["prompt"].elem_id.removesuffix("_prompt")
     dropped = gr.File(visible="hidden", file_count="single", type="filepath", elem_id=f"{name}_prompt_image",
                       file_types=["image"])
