@@ -316,6 +316,22 @@ def test_img2img_color_correction_keeps_the_input_colours(ctx):
     assert np.abs(colour(corrected) - colour(src)).sum() < 0.5 * np.abs(colour(plain) - colour(src)).sum()
 
 
+def test_sampler_parameters_are_written_where_they_differ_and_reproduce(ctx):
+    from modules.ui.paste import option_overrides
+    assert "Eta" not in process_txt2img(small(save_images=False), ctx).infotexts[0]  # the default: not written
+    for changed, key in ((dict(sampler_name="Euler a", eta=0.5), "Eta: 0.5"),
+                         (dict(sampler_name="Euler", s_churn=0.4, s_noise=0.9), "Sigma churn: 0.4"),
+                         (dict(sampler_name="DDIM", eta=0.3), "Eta DDIM: 0.3")):
+        first = process_txt2img(small(save_images=False, **changed), ctx)
+        assert key in first.infotexts[0], first.infotexts[0]
+        params = infotext_utils.parse_generation_parameters(first.infotexts[0])
+        entries = [f"{k}: {params[k]}" for k in ("Eta", "Eta DDIM", "Sigma churn", "Sigma noise") if k in params]
+        overrides, _ = option_overrides(entries, ctx.options)  # what pasting it does
+        again = process_txt2img(small(save_images=False, sampler_name=changed["sampler_name"]),
+                                replace(ctx, options=replace(ctx.options, **overrides)))
+        assert np.array_equal(pixels(first.images[0]), pixels(again.images[0])), changed
+
+
 def test_img2img_batch_from_a_folder(ctx, tmp_path):
     from modules.generation import process_img2img_folder
     src, out, masks = tmp_path / "in", tmp_path / "out", tmp_path / "masks"

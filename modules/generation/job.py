@@ -363,9 +363,21 @@ class Job:
                 picture = preview.preview_image(self.model, d["denoised"][:1])
             state.step_done(picture)
 
+        kwargs = self._sampler_kwargs(sampler)
+        self._note_sampler_parameters(sampler, kwargs)
         x = sampler.function(cfg, x, sigmas, extra_args={}, callback=callback, noise_sampler=noise_sampler,
-                             should_stop=should_stop, **self._sampler_kwargs(sampler))
+                             should_stop=should_stop, **kwargs)
         return last["denoised"] if last["stopped"] else x
+
+    def _note_sampler_parameters(self, sampler: SamplerInfo, kwargs: dict) -> None:
+        """A1111's infotext keys for the sampler's own parameters where they differ from its defaults."""
+        if sampler.takes_eta and kwargs["eta"] != sampler.eta_default:
+            self.generation_params["Eta DDIM" if sampler.name == "DDIM" else "Eta"] = kwargs["eta"]
+        if sampler.takes_churn:
+            for name, key, default in (("s_churn", "Sigma churn", 0.0), ("s_tmin", "Sigma tmin", 0.0),
+                                       ("s_tmax", "Sigma tmax", float("inf")), ("s_noise", "Sigma noise", 1.0)):
+                if kwargs[name] != default:
+                    self.generation_params[key] = kwargs[name]
 
     def _time_ids(self, width: int, height: int):
         family = self.model.spec.family

@@ -733,6 +733,10 @@ class SamplerInfo:
     brownian_noise: bool = False
     discard_next_to_last_sigma: bool = False
     eta_default: float = 1.0
+    # which parameters it takes, so the infotext names them when they differ from the defaults (A1111: "Eta" /
+    # "Eta DDIM", and the "Sigma churn/tmin/tmax/noise" of Euler, Heun and DPM2)
+    takes_eta: bool = False
+    takes_churn: bool = False
 
     def schedule_kwargs(self, always_discard_next_to_last_sigma: bool = False) -> dict:
         """What `schedules.get_sigmas` needs to know of this sampler (and of the option that forces the discard)."""
@@ -743,28 +747,30 @@ class SamplerInfo:
 SAMPLERS: tuple[SamplerInfo, ...] = (
     SamplerInfo("DPM++ 2M", ("k_dpmpp_2m", "dpmpp_2m"), sample_dpmpp_2m, default_scheduler="karras"),
     SamplerInfo("DPM++ SDE", ("k_dpmpp_sde", "dpmpp_sde"), sample_dpmpp_sde, default_scheduler="karras",
-                second_order=True, brownian_noise=True),
+                second_order=True, brownian_noise=True, takes_eta=True),
     SamplerInfo("DPM++ 2M SDE", ("k_dpmpp_2m_sde", "dpmpp_2m_sde"), sample_dpmpp_2m_sde,
-                default_scheduler="exponential", brownian_noise=True),
+                default_scheduler="exponential", brownian_noise=True, takes_eta=True),
     SamplerInfo("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun"), sample_dpmpp_2m_sde_heun,
-                default_scheduler="exponential", brownian_noise=True),
+                default_scheduler="exponential", brownian_noise=True, takes_eta=True),
     SamplerInfo("DPM++ 2S a", ("k_dpmpp_2s_a", "dpmpp_2s_ancestral"), sample_dpmpp_2s_ancestral,
-                default_scheduler="karras", second_order=True, uses_ensd=True),
+                default_scheduler="karras", second_order=True, uses_ensd=True, takes_eta=True),
     SamplerInfo("DPM++ 3M SDE", ("k_dpmpp_3m_sde", "dpmpp_3m_sde"), sample_dpmpp_3m_sde,
-                default_scheduler="exponential", discard_next_to_last_sigma=True, brownian_noise=True),
+                default_scheduler="exponential", discard_next_to_last_sigma=True, brownian_noise=True,
+                takes_eta=True),
     SamplerInfo("Euler a", ("k_euler_a", "k_euler_ancestral", "euler_ancestral"), sample_euler_ancestral,
-                uses_ensd=True),
-    SamplerInfo("Euler", ("k_euler", "euler"), sample_euler),
+                uses_ensd=True, takes_eta=True),
+    SamplerInfo("Euler", ("k_euler", "euler"), sample_euler, takes_churn=True),
     SamplerInfo("LMS", ("k_lms", "lms"), sample_lms),
-    SamplerInfo("Heun", ("k_heun", "heun"), sample_heun, second_order=True),
+    SamplerInfo("Heun", ("k_heun", "heun"), sample_heun, second_order=True, takes_churn=True),
     SamplerInfo("DPM2", ("k_dpm_2", "dpm_2"), sample_dpm_2, default_scheduler="karras",
-                discard_next_to_last_sigma=True, second_order=True),
+                discard_next_to_last_sigma=True, second_order=True, takes_churn=True),
     SamplerInfo("DPM2 a", ("k_dpm_2_a", "dpm_2_ancestral"), sample_dpm_2_ancestral, default_scheduler="karras",
-                discard_next_to_last_sigma=True, second_order=True, uses_ensd=True),
-    SamplerInfo("DPM fast", ("k_dpm_fast", "dpm_fast"), sample_dpm_fast, uses_ensd=True),
-    SamplerInfo("DPM adaptive", ("k_dpm_ad", "dpm_adaptive"), sample_dpm_adaptive, uses_ensd=True),
+                discard_next_to_last_sigma=True, second_order=True, uses_ensd=True, takes_eta=True),
+    SamplerInfo("DPM fast", ("k_dpm_fast", "dpm_fast"), sample_dpm_fast, uses_ensd=True, takes_eta=True),
+    SamplerInfo("DPM adaptive", ("k_dpm_ad", "dpm_adaptive"), sample_dpm_adaptive, uses_ensd=True,
+                takes_eta=True),
     SamplerInfo("Restart", ("restart",), sample_restart, default_scheduler="karras", second_order=True),
-    SamplerInfo("DDIM", ("ddim",), sample_ddim, default_scheduler="ddim", eta_default=0.0),
+    SamplerInfo("DDIM", ("ddim",), sample_ddim, default_scheduler="ddim", eta_default=0.0, takes_eta=True),
     SamplerInfo("PLMS", ("plms",), sample_plms, default_scheduler="ddim"),
     SamplerInfo("UniPC", ("unipc", "uni_pc_bh2"), sample_unipc),
     SamplerInfo("LCM", ("k_lcm", "lcm"), sample_lcm),
