@@ -133,7 +133,9 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
         from modules.ui.networks import PREVIEW_ROUTE
         from modules.ui.server_guards import add_bare_login_page
         webui.demo.queue(default_concurrency_limit=1)
+        theme = getattr(webui.demo, "gradio_theme", "Default")  # the "Gradio theme" setting, as the program starts
         app = gr.mount_gradio_app(app, webui.demo, path="", auth=auth, show_error=True, css=CSS,
+                                  theme=None if theme == "Default" else getattr(gr.themes, theme)(),
                                   head=page_head() + theme_head(args.theme), ssr_mode=False,
                                   max_file_size=args.max_upload_size, run_history=False,
                                   allowed_paths=[str(f) for f in webui.demo.download_folders])

@@ -155,8 +155,8 @@ class Options:
                                         "settings shown at the top of the page rather than in this tab",
                                         needs_reload=True)
     hidden_tabs: list = _setting([], "Hidden UI tabs", "ui", needs_reload=True)
-    gradio_theme: str = _setting("Default", "Gradio theme", "ui", "Gradio's built-in themes; --theme dark/light "
-                                 "picks the colours", choices=GRADIO_THEMES, needs_reload=True)
+    gradio_theme: str = _setting("Default", "Gradio theme", "ui", "Gradio's built-in themes, applied when the "
+                                 "program starts; --theme dark/light picks the colours", choices=GRADIO_THEMES)
     return_grid: bool = _setting(True, "Show grid in results for web", "ui")
     send_seed: bool = _setting(True, "Send seed when sending prompt or image to other interface", "ui")
     send_size: bool = _setting(True, "Send size when sending prompt or image to another interface", "ui")

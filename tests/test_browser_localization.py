@@ -68,6 +68,10 @@ def test_every_visible_english_text_has_a_chinese_entry(tmp_path, tiny_dir):
                 continue
             tab.click()
             page.wait_for_timeout(700)
+            for accordion in page.locator("[id$='_extra_networks'] button.label-wrap").all():
+                if accordion.is_visible() and "open" not in (accordion.get_attribute("class") or ""):
+                    accordion.click()  # the extra-network cards too
+                    page.wait_for_timeout(500)
             for text in english_texts(page):
                 if text not in translations and not KEPT.match(text):
                     missing.setdefault(text, set()).add(tab.inner_text())

@@ -220,3 +220,18 @@ def test_preview_route_needs_the_page_login(tmp_path):
     answer = client.get(url)
     assert answer.status_code == 200 and answer.content == picture.read_bytes()
     assert answer.headers["content-type"] == "image/png"
+
+
+@pytest.mark.parametrize("theme", ["Default", "Soft", "Monochrome"])
+def test_the_gradio_theme_setting_is_the_pages_theme(theme):
+    from starlette.testclient import TestClient
+
+    import webui
+    from modules.cmd_args import parse_args
+    from modules.ui.networks import PreviewFiles
+    with gr.Blocks() as demo:
+        gr.Markdown("the page")
+    demo.extra_network_previews, demo.download_folders, demo.gradio_theme = PreviewFiles(), [], theme
+    client = TestClient(webui.create_server_app(parse_args([]), webui.WebUI(demo, None, None), None),
+                        base_url="http://127.0.0.1")
+    assert client.get("/config").json()["theme"] == theme.lower()

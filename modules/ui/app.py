@@ -147,6 +147,7 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
         if ui_config_file is not None:
             apply_ui_config(demo, ui_config_file)
     demo.extra_network_previews = previews  # for the server's preview route (webui.create_server_app)
+    demo.gradio_theme = manager.options.gradio_theme  # for the server, which applies it when it mounts the page
     # where Save and Zip put the files the page offers (for the server's allowed_paths)
     demo.download_folders = generation.download_folders(worker.ctx.options, worker.ctx.outputs_dir)
     return demo

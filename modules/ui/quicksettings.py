@@ -18,7 +18,7 @@ def model_status(manager: ModelManager, error: str | None = None) -> str:
         if current is not None:
             lines.append(f"Still using {current.file.title}.")
     if current is not None:
-        lines.append(f"Loaded: {current.describe()}")
+        lines.append(f"**Loaded:** {current.describe()}")  # the label on its own, so that it can be translated
     elif not manager.checkpoints:
         folders = ", ".join(f"`{d}`" for d in manager.paths.checkpoint_dirs[:2])
         lines.append(f"No checkpoint found. Put `.safetensors` or `.ckpt` files into {folders} and press 🔄.")
