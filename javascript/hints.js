@@ -11,7 +11,7 @@ const HINTS = {
   '🔄': 'Read the list again from disk',
   '✏️': 'Edit the chosen style, or make a new one from the prompts',
   '📂': 'Open the output folder in the file manager',
-  '💾 Save': 'Save the selected picture (or all of them) to outputs/saved with its parameters',
+  '💾 Save': 'Save the selected picture (or all of them) with its parameters to the Save folder (log/images)',
   '🗃️ Zip': 'Put all pictures of the gallery into one zip file to download',
   'Generate': 'Generate (Ctrl+Enter). Right-click for "Generate forever"',
   'Interrupt': 'Stop now (Esc); the pictures finished so far are kept',

@@ -3,6 +3,7 @@ import errno
 import hashlib
 import json
 import shutil
+import threading
 from dataclasses import replace
 
 import pytest
@@ -193,6 +194,20 @@ def test_unknown_names_paths_and_path_like_custom_names_are_refused(manager, sou
     with pytest.raises(MergeError, match="regular expression"):
         merge_checkpoints(manager, MergeRequest("sd1-a", "sd1-b", discard_weights="(unclosed"))
     assert folder_files(manager) == before
+
+
+def test_a_backtracking_discard_pattern_does_not_hold_the_worker(manager):
+    """With Python's re this pattern backtracks for ever on a 75-character weight name (doubling per character),
+    blocking every user's generation; the merge must finish."""
+    finished = threading.Event()
+
+    def merge():
+        merge_checkpoints(manager, MergeRequest("sd1-a", "sd1-b", custom_name="backtrack",
+                                                discard_weights=r"^([a-z_.0-9]|[a-z_.0-9])*X"))
+        finished.set()
+
+    threading.Thread(target=merge, daemon=True).start()
+    assert finished.wait(120), "the merge is still matching the pattern"
 
 
 def test_an_existing_file_is_never_overwritten(manager):

@@ -349,3 +349,24 @@ def test_save_button_follows_the_settings(tmp_path):
     save(pictures, 0, {})  # pictures without infotext: numbers only
     assert [p.name for p in files(tmp_path / "elsewhere")] == ["00000.png", "00001.png", "00002.png"]
     assert os.path.isdir(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize("pattern", ["[prompt_hash<\u00b2>]", "[prompt_hash<" + "9" * 5000 + ">]",
+                                     "[datetime<%Y><America>]", "[datetime<%Y><" + "x" * 5000 + ">]",
+                                     "[seed]-[datetime<%Y><../../etc>]"])
+def test_a_hostile_tag_never_stops_a_save(pattern):
+    name = gen().file_stem(pattern)
+    assert name and "/" not in name and len(name.encode()) <= 255
+
+
+def test_folder_patterns_nest_at_most_eight_deep():
+    assert len(gen().subfolders("[seed]/" * 2000)) == 8
+
+
+def test_hasprompt_takes_the_text_after_the_first_bar_as_a1111():
+    assert gen(NameInfo(prompt="a dog")).file_stem("[hasprompt<cat|b|c><dog>]") == "bdog"
+
+
+@pytest.mark.parametrize("count, n_rows, batch, rows", [(2, 16, 1, 2), (3, 0, 4, 3), (4, -1, 1, 2), (1, -1, 1, 1)])
+def test_grid_never_has_more_rows_than_pictures(count, n_rows, batch, rows):
+    assert saving.grid_rows(count, n_rows, batch) == rows

@@ -121,9 +121,13 @@ def settings_apply(options: Options, save=lambda: None, shown: dict | None = Non
                                    localizations=[], tab_names=[], quick={}, tabs={})
     handler = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "apply_settings")
 
-    def apply(**changes):
-        showed = shown if shown is not None else {n: getattr(options, n) for n in page.controls}
-        return handler(showed, *(changes.get(n, showed[n]) for n in page.controls))[0]
+    showing = dict(shown) if shown is not None else {n: getattr(options, n) for n in page.controls}
+
+    def apply(**changes):  # the page keeps the snapshot each Apply hands back, as the page's State does
+        message, new_snapshot, _ = handler(dict(showing), *(changes.get(n, showing[n]) for n in page.controls))
+        showing.clear()
+        showing.update(new_snapshot)
+        return message
     return apply
 
 
@@ -154,6 +158,15 @@ def test_a_stale_page_applies_only_what_was_changed_on_it():
     message = settings_apply(options, shown=page_showed)(eta_noise_seed_delta=31337)
     assert message == "1 settings changed: Eta noise seed delta."
     assert (options.s_noise, options.eta_noise_seed_delta) == (0.7, 31337)
+
+
+def test_a_change_made_elsewhere_survives_two_applies_on_a_page_that_never_showed_it():
+    options = Options()
+    apply = settings_apply(options)  # the page shows Clip skip 1
+    options.CLIP_stop_at_last_layers = 2  # a quicksetting or the API changes it
+    assert apply(eta_ddim=0.5) == "1 settings changed: Eta for DDIM."
+    assert apply(s_churn=0.3) == "1 settings changed: sigma churn."
+    assert options.CLIP_stop_at_last_layers == 2
 
 
 def test_list_settings_are_checked():

@@ -235,3 +235,12 @@ def test_the_gradio_theme_setting_is_the_pages_theme(theme):
     client = TestClient(webui.create_server_app(parse_args([]), webui.WebUI(demo, None, None), None),
                         base_url="http://127.0.0.1")
     assert client.get("/config").json()["theme"] == theme.lower()
+
+
+def test_the_save_folder_is_offered_for_download_only_when_it_does_not_hold_the_data_folder(tmp_path):
+    from modules.options import Options
+    from modules.ui.generation import download_folders
+    outputs = tmp_path / "data" / "outputs"
+    assert download_folders(Options(), outputs) == [outputs / "saved", (tmp_path / "data" / "log" / "images")]
+    for everything in (str(tmp_path / "data"), str(tmp_path), "."):
+        assert download_folders(Options(outdir_save=everything), outputs) == [outputs / "saved"], everything

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import re
 import string
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from PIL import Image
 INVALID_CHARS = '#<>:"/\\|?*\n\r\t'  # A1111's: forbidden on Windows, or confusing in a URL or shell
 MAX_PART_LENGTH = 128  # one tag's value (A1111's --filenames-max-length default)
 NAME_MAX_BYTES = 255  # one file or folder name on common file systems
+log = logging.getLogger(__name__)
+MAX_SUBFOLDERS = 8
 DEFAULT_TIME_FORMAT = "%Y%m%d%H%M%S"
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
@@ -224,7 +227,7 @@ class FilenameGenerator:
         if len(args) > 1 and args[1]:
             try:
                 zone = ZoneInfo(args[1])
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):
                 zone = None  # an unknown zone: local time, as A1111
         moment = self.now.astimezone(zone)
         try:
@@ -242,7 +245,8 @@ class FilenameGenerator:
         for arg in args:
             if not arg:
                 continue
-            wanted, _, otherwise = arg.partition("|")
+            parts = arg.split("|")  # as A1111: the text after the first "|" (up to a second one) if absent
+            wanted, otherwise = parts[0], parts[1] if len(parts) > 1 else ""
             out += wanted.lower() if wanted.lower() in prompt else otherwise
         return sanitize_part(out)
 
@@ -252,7 +256,8 @@ class FilenameGenerator:
             return None
         if isinstance(data, str):
             data = data.encode("utf-8")
-        length = int(args[0]) if args and args[0].isdigit() else default_length
+        digits = args[0] if args else ""
+        length = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 2 else default_length
         return hashlib.sha256(data).hexdigest()[:length]
 
     # ---- a pattern ----
@@ -265,7 +270,11 @@ class FilenameGenerator:
                 out += text
                 continue
             name, args = _split_args(tag)
-            value = self._value(name.lower(), args)
+            try:
+                value = self._value(name.lower(), args)
+            except Exception as e:  # noqa: BLE001 (as A1111: a tag that fails stays as written, the save goes on)
+                log.warning("file name pattern: [%s] not replaced: %s", tag[:100], e)
+                value = None
             if value is _SKIP:
                 continue
             out += text + (f"[{name}]" if value is None else str(value))
@@ -276,5 +285,6 @@ class FilenameGenerator:
         return safe_name(self.apply(pattern))
 
     def subfolders(self, pattern: str) -> list[str]:
-        """Nested folder names from a folder pattern such as "[date]" or "[date]/[model_name]"."""
-        return safe_subfolders(self.apply(pattern))
+        """Nested folder names from a folder pattern such as "[date]" or "[date]/[model_name]"; at most
+        MAX_SUBFOLDERS deep, so that the path stays short enough to create."""
+        return safe_subfolders(self.apply(pattern))[:MAX_SUBFOLDERS]

@@ -6,11 +6,11 @@ import io
 import math
 import os
 import re
-from datetime import date
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from modules import user_files
 from modules.generation.filenames import NAME_MAX_BYTES, FilenameGenerator, NameInfo, safe_name, truncate_bytes
 from modules.options import Options
 
@@ -18,7 +18,7 @@ EXIF_IFD = 0x8769
 USER_COMMENT = 0x9286
 _UNICODE_PREFIX = b"UNICODE\x00"
 _NUMBER = re.compile(r"[0-9]+")
-_TMP = ".tmp"  # what write_image adds to a name while writing
+_TEMP_NAME_EXTRA = len(".") + len(".XXXXXXXX") + len(".tmp")  # user_files' temporary name around a file's name
 
 # Where each kind of picture goes: the setting that overrides a group (A1111's "if empty, defaults to ... below")
 # and the kind's own setting. Empty values (config.json files from before these had A1111's defaults) mean
@@ -116,10 +116,7 @@ def image_bytes(image: Image.Image, infotext: str | None, extension: str = "png"
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + _TMP)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    user_files.write_atomically(path, data)  # a fresh temporary file each time: two writers never share one
 
 
 def write_image(image: Image.Image, path: Path, infotext: str | None, opts: Options | None = None) -> Path:
@@ -165,7 +162,7 @@ def save_image(image: Image.Image, folder: Path, seed: int | None, infotext: str
     if save_to_dirs:
         folder = folder.joinpath(*names.subfolders(opts.directories_filename_pattern or "[prompt_words]"))
     folder.mkdir(parents=True, exist_ok=True)
-    room = NAME_MAX_BYTES - len(ext) - 1 - len(_TMP)  # bytes left for the name without its extension
+    room = NAME_MAX_BYTES - len(ext) - 1 - _TEMP_NAME_EXTRA  # bytes left for the name without its extension
     if forced_filename is not None:
         path = folder / f"{safe_name(forced_filename, room) or 'image'}.{ext}"
     else:
@@ -180,14 +177,21 @@ def save_image(image: Image.Image, folder: Path, seed: int | None, infotext: str
                 head = f"{basename}-{number:04}" if basename else f"{number:05}"
                 stem = truncate_bytes(f"{head}-{decoration}" if decoration else head, room).rstrip(" .")
                 path = folder / f"{stem}.{ext}"
-                if not path.exists():
+                try:  # reserve the name: two saves at once (Save beside a job, two users) never take the same
+                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
                     break
-                number += 1
+                except FileExistsError:
+                    number += 1
         else:  # the same name again replaces the file (A1111's default)
             path = folder / f"{decoration}.{ext}"
     if not path.resolve().is_relative_to(folder.resolve()):  # cannot happen: every name above is a safe one
         raise ValueError(f"{path} is not inside {folder}")
-    write_image(image, path, infotext, opts)
+    try:
+        write_image(image, path, infotext, opts)
+    except BaseException:
+        if path.exists() and path.stat().st_size == 0:  # the reserved name, never written
+            path.unlink()
+        raise
     if opts.save_txt and infotext is not None:
         _write_atomically(path.with_suffix(".txt"), (infotext + "\n").encode("utf-8"))
     return path
@@ -205,24 +209,20 @@ def read_infotext(image: Image.Image) -> str | None:
     return _decode_user_comment(comment) if comment is not None else None
 
 
-def dated_folder(outputs: Path, kind: str, day: date | None = None) -> Path:
-    """outputs/txt2img-images/2026-11-21 and the like."""
-    return outputs / kind / (day or date.today()).isoformat()
-
-
 def grid_rows(count: int, n_rows: int = -1, batch_size: int = 1, prevent_empty_spots: bool = False) -> int:
     """A1111's grid layout: n_rows rows; 0: one row per picture of a batch; -1: near square, or with
     `prevent_empty_spots` the most rows up to the square root that fill every row."""
     if n_rows > 0:
-        return n_rows
-    if n_rows == 0:
-        return max(1, batch_size)
-    if prevent_empty_spots:
+        rows = n_rows
+    elif n_rows == 0:
+        rows = batch_size
+    elif prevent_empty_spots:
         rows = max(1, math.floor(math.sqrt(count)))
         while count % rows:
             rows -= 1
-        return rows
-    return min(count, max(1, round(math.sqrt(count))))
+    else:
+        rows = round(math.sqrt(count))
+    return max(1, min(rows, count))  # never more rows than pictures
 
 
 def image_grid(images: list[Image.Image], rows: int | None = None) -> Image.Image:

@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import struct
 import tempfile
@@ -38,6 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import regex  # the regex module: a time limit per match, as the pattern comes from the client
 import torch
 
 from modules import user_files
@@ -235,6 +235,20 @@ def _channel_case(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     return len(a) == len(b) >= 2 and a != b and a[:1] + a[2:] == b[:1] + b[2:]
 
 
+
+DISCARD_MATCH_SECONDS = 0.05  # per weight name: a pattern that backtracks for ever is refused, not run
+
+
+def _discarded(pattern, key: str) -> bool:
+    """Whether "Discard weights with matching name" drops `key`. A pattern that takes too long on one name
+    (catastrophic backtracking) would hold the worker for good: refused with a message instead."""
+    try:
+        return pattern.search(key, timeout=DISCARD_MATCH_SECONDS) is not None
+    except TimeoutError as e:
+        raise MergeError("Discard weights with matching name: the pattern takes too long to match; "
+                         "use a simpler one") from e
+
+
 class _Plan:
     def __init__(self, req: MergeRequest, a: _Source, b: _Source | None, c: _Source | None,
                  vae: dict[str, torch.Tensor] | None):
@@ -243,11 +257,11 @@ class _Plan:
         self.is_instruct_pix2pix = False
         self.kept_from_a = 0  # weights B lacks
         self.dropped = 0
-        discard = re.compile(req.discard_weights) if req.discard_weights else None
+        discard = regex.compile(req.discard_weights) if req.discard_weights else None
         mismatched: list[str] = []
         half = req.save_as_half
         for key, shape in a.shapes.items():
-            if (req.prune and key.startswith(PRUNED_PREFIXES)) or (discard and discard.search(key)):
+            if (req.prune and key.startswith(PRUNED_PREFIXES)) or (discard and _discarded(discard, key)):
                 self.dropped += 1
                 continue
             a_dtype = a.dtype(key)
@@ -527,8 +541,8 @@ def validate(req: MergeRequest) -> None:
         if len(req.discard_weights) > 500:
             raise MergeError("Discard weights with matching name: the pattern is too long")
         try:
-            re.compile(req.discard_weights)
-        except re.error as e:
+            regex.compile(req.discard_weights)
+        except regex.error as e:
             raise MergeError(f"Discard weights with matching name: not a valid regular expression ({e})") from e
     check_custom_name(req.custom_name, req.checkpoint_format)
     if req.checkpoint_format == "safetensors" and req.save_metadata:

@@ -6,7 +6,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from dataclasses import MISSING, fields
@@ -355,16 +354,22 @@ def output_panel(tab: str, worker: GenerationWorker, show_dir_fields: bool = Tru
 
 def download_folders(options, outputs_dir: Path) -> list[Path]:
     """The folders whose files the page offers for download (Gradio's allowed_paths): where Zip writes, and where
-    Save writes (outdir_save as it is when the page is built)."""
-    return [outputs_dir / "saved", saving.output_folder(options, outputs_dir, "save")]
+    Save writes (outdir_save as it is when the page is built) unless that folder holds the data folder (say the
+    owner chose "." or their home): everything in it would be served, config.json included. Saving there still
+    works; only the download is not offered."""
+    folders = [outputs_dir / "saved"]
+    save = saving.output_folder(options, outputs_dir, "save").resolve()
+    data = outputs_dir.parent.resolve()
+    if not data.is_relative_to(save):
+        folders.append(save)
+    return folders
 
 
 def _servable(path: Path, folders: list[Path]) -> bool:
-    """Whether Gradio will offer this file for download: it serves files of the download folders (allowed_paths),
-    the working folder and the temporary folder only."""
+    """Whether Gradio will offer this file for download: it serves files of the download folders (allowed_paths)
+    only."""
     where = path.resolve()
-    return any(where.is_relative_to(Path(folder).resolve())
-               for folder in (*folders, Path.cwd(), tempfile.gettempdir()))
+    return any(where.is_relative_to(Path(folder).resolve()) for folder in folders)
 
 
 def _zip_pictures(pictures: list[Image.Image], infotexts: list[str], folder: Path) -> Path:

@@ -325,7 +325,7 @@ def wire_paste_button(tab: dict) -> None:
         if not (text or "").strip():  # as A1111: an empty prompt box takes the last generation's parameters
             try:
                 text = last_params.read_text(encoding="utf-8")
-            except OSError:
+            except (OSError, UnicodeDecodeError):
                 gr.Info("Nothing to paste: put generation parameters into the prompt box, or generate first.")
                 return [gr.skip()] * len(outputs)
         return values_from_infotext(text, tab)

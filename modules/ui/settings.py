@@ -165,16 +165,18 @@ def build(options: Options, save: Callable[[], None], run_exclusive: Callable[[C
         if frozen:
             return "Settings are frozen.", shown_values, page.page_opts_now()
         submitted = dict(zip(controls, values))
+        # what the page shows from now on: its own values, not the options, which may hold a change made elsewhere
+        # that this page never showed and must not write back
+        showing = {**(shown_values or {}), **{n: v for n, v in submitted.items() if v is not None}}
         try:
             changed, problems = _apply(options, save, run_exclusive, submitted, shown_values)
         except OSError as e:
-            return (html.escape(f"The settings are in effect until restart but were not saved: {e}"),
-                    shown_values, page.page_opts_now())
-        now = {name: getattr(options, name) for name in controls}
+            return (html.escape(f"The settings are in effect until restart but were not saved: {e}"), showing,
+                    page.page_opts_now())
         if problems:
             return html.escape("Nothing was changed: " + "; ".join(problems) + "."), shown_values, page.page_opts_now()
         message = f"{len(changed)} settings changed" + (f": {', '.join(changed)}." if changed else ".")
-        return html.escape(message), now, page.page_opts_now()
+        return html.escape(message), showing, page.page_opts_now()
 
     apply_button.click(apply_settings, inputs=[shown, *controls.values()], outputs=[result, shown, page.page_opts],
                        api_visibility="private").then(**to_page_scripts(page))
