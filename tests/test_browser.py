@@ -182,7 +182,7 @@ def settings_stick(url, data, browser):
     apply_settings(page, "2 settings changed")
     page.reload()
     page.locator("#quicksettings_CLIP_stop_at_last_layers").wait_for(state="visible")
-    assert not page.get_by_role("tab", name="Extras").is_visible()
+    page.get_by_role("tab", name="Extras").wait_for(state="hidden")  # the page script hides it after the load
     set_number(page, "quicksettings_CLIP_stop_at_last_layers", 2)  # a quicksetting applies at once
     deadline = time.monotonic() + 30
     while json.loads((data / "config.json").read_text())["CLIP_stop_at_last_layers"] != 2:
@@ -272,7 +272,7 @@ def test_img2img_resize_by_and_inpaint_options_where_they_apply(server, browser,
     page = browser.new_page(viewport={"width": 1300, "height": 1100})
     page.goto(url)
     page.get_by_role("tab", name="img2img").first.click()
-    assert not page.locator("#img2img_inpaint_options").is_visible()  # no mask on the img2img tab
+    page.locator("#img2img_inpaint_options").first.wait_for(state="hidden")  # no mask on the img2img tab
     page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "green.png"))
     page.get_by_role("tab", name="Resize by").click()
     set_number(page, "img2img_scale", 1.6)
@@ -449,7 +449,7 @@ def test_sketch_tabs_use_the_painted_picture(server, browser, tmp_path, tab, edi
     if kind == "inpaint":  # the inpaint options are shown only on the tabs with a mask
         set_number(page, "img2img_mask_blur", 0)
     else:
-        assert not page.locator("#img2img_mask_blur").is_visible()
+        page.locator("#img2img_mask_blur").first.wait_for(state="hidden")
     page.locator("#img2img_seed input").fill("9191")
     info = generate_small_picture(page, "img2img", steps=2, expect="Seed: 9191")
     assert ("Mask blur" in info) == (kind == "inpaint")
