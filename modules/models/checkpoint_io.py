@@ -113,11 +113,15 @@ def load_pickle(path: Path, allow_unsafe: bool) -> object:
         raise CheckpointError(path, f"not a readable checkpoint (corrupt or truncated?): {first}") from e
 
 
-def _unwrap_state_dict(path: Path, obj: object) -> dict[str, torch.Tensor]:
-    """Training checkpoints nest the weights under 'state_dict' (sometimes twice)."""
-    for _ in range(2):
-        if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-            obj = obj["state_dict"]
+def _unwrap_state_dict(path: Path, obj: object, wrappers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Training checkpoints nest the weights under a wrapper key ('state_dict' for LDM, sometimes twice; BasicSR's
+    'params_ema' and others for upscalers): the first of `wrappers` found, up to three levels deep."""
+    for _ in range(3):
+        inner = next((obj[k] for k in wrappers if isinstance(obj, Mapping) and isinstance(obj.get(k), Mapping)),
+                     None)
+        if inner is None:
+            break
+        obj = inner
     if not isinstance(obj, Mapping):
         raise CheckpointError(path, f"expected a dictionary of weights, found {type(obj).__name__}")
     tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
@@ -126,8 +130,10 @@ def _unwrap_state_dict(path: Path, obj: object) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def read_state_dict(path: Path | str, allow_unsafe_pickle: bool = False) -> Mapping[str, torch.Tensor]:
-    """Open a weight file. Safetensors stay lazy; pickles are read whole (memory-mapped when possible)."""
+def read_state_dict(path: Path | str, allow_unsafe_pickle: bool = False,
+                    wrappers: tuple[str, ...] = ("state_dict",)) -> Mapping[str, torch.Tensor]:
+    """Open a weight file. Safetensors stay lazy; pickles are read whole (memory-mapped when possible), the
+    weights taken out of the first of `wrappers` that holds them."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "file not found")
@@ -141,7 +147,7 @@ def read_state_dict(path: Path | str, allow_unsafe_pickle: bool = False) -> Mapp
             raise CheckpointError(path, "contains no weights")
         return sd
     if suffix in PICKLE_SUFFIXES:
-        return _unwrap_state_dict(path, load_pickle(path, allow_unsafe_pickle))
+        return _unwrap_state_dict(path, load_pickle(path, allow_unsafe_pickle), wrappers)
     raise CheckpointError(path, f"unsupported file type {suffix!r}; expected .safetensors or .ckpt")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules.models.checkpoint_io import PICKLE_SUFFIXES, CheckpointError, load_pickle, read_state_dict
+from modules.models.checkpoint_io import CheckpointError, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -85,42 +85,13 @@ def model_files(folders: Iterable[Path]) -> list[Path]:
     return found
 
 
-def _unwrap(obj: object) -> object:
-    for _ in range(3):
-        if not isinstance(obj, Mapping):
-            break
-        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            break
-        obj = inner
-    return obj
-
-
-def read_weights(path: Path, allow_unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The tensors of a model file, through the app's safe readers; CheckpointError names the file."""
-    path = Path(path)
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        if not path.is_file():
-            raise CheckpointError(path, "file not found")
-        if path.stat().st_size == 0:
-            raise CheckpointError(path, "the file is empty (0 bytes): the download or copy did not finish")
-        obj = _unwrap(load_pickle(path, allow_unsafe_pickle))
-        if not isinstance(obj, Mapping):
-            raise CheckpointError(path, f"expected a dictionary of weights, found {type(obj).__name__}")
-        sd = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-        if not sd:
-            raise CheckpointError(path, "contains no weights")
-        return sd
-    return dict(read_state_dict(path, allow_unsafe_pickle))
-
-
 def load_descriptor(path: Path, allow_unsafe_pickle: bool = False):
     """Read a file and let spandrel build its model (on the CPU, fp32, eval mode). Raises UpscalerError."""
     import spandrel
 
     path = Path(path)
     try:
-        sd = read_weights(path, allow_unsafe_pickle)
+        sd = dict(read_state_dict(path, allow_unsafe_pickle, wrappers=_WRAPPER_KEYS))
     except CheckpointError as e:
         raise UpscalerError(str(e)) from e
     try:
