@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -165,3 +165,12 @@ def generate_small_picture(page, tab: str, steps: int, expect: str) -> str:
     page.wait_for_function(f"document.querySelector('#html_info_{tab}').innerText.includes({json.dumps(expect)})",
                            timeout=120_000)
     return page.locator(f"#html_info_{tab}").inner_text()
+
+
+def job_context(services, tmp_path: Path, checkpoint: str = "tiny-sd1"):
+    """A job context over `services` with `checkpoint` loaded, its own copy of the options (as a job with override
+    settings gets) and its own outputs folder, without console progress."""
+    from modules.generation.progress import GenerationState
+    services.models.load(checkpoint)
+    return replace(services.context, options=replace(services.options), outputs_dir=tmp_path / "outputs",
+                   state=GenerationState(console=False))

@@ -2,7 +2,6 @@
 to longer texts generate, padded by A1111's rule; out-of-range seeds, sizes and steps get a message naming the field;
 an interrupted job shows no tile of noise. (A missing LoRA's infotext: test_processing.py.)"""
 import base64
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from modules.generation.progress import GenerationState
 from modules.generation.requests import Img2ImgRequest
 from modules.options import Options
 from modules.sampling.denoiser import CFGDenoiser, UNetDenoiser
+from tests.helpers import job_context
 from tests.test_hostile_requests import claimed_size_png
 
 LONG = ", ".join(f"word{i}" for i in range(100))  # at least 3 chunks of 75 tokens
@@ -32,9 +32,7 @@ def services(make_services, tiny_dir):
 
 @pytest.fixture
 def ctx(services, tmp_path):
-    services.models.load("tiny-sd1")
-    return replace(services.context, options=replace(services.options), outputs_dir=tmp_path / "outputs",
-                   state=GenerationState(console=False))
+    return job_context(services, tmp_path)
 
 
 def small(**kw) -> Txt2ImgRequest:

@@ -21,6 +21,7 @@ from modules.generation.progress import GenerationState
 from modules.generation.worker import GenerationWorker, Queued
 from modules.options import Options
 from modules.sampling.samplers import find_sampler
+from tests.helpers import job_context
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,7 @@ def services(make_services, tiny_dir):
 @pytest.fixture
 def ctx(services, tmp_path):
     """Each test gets its own copy of the options, as a job with override settings does."""
-    services.models.load("tiny-sd1")
-    return replace(services.context, options=replace(services.options), outputs_dir=tmp_path / "outputs",
-                   state=GenerationState(console=False))
+    return job_context(services, tmp_path)
 
 
 def small(**kw) -> Txt2ImgRequest:

@@ -15,9 +15,9 @@ from PIL import Image
 
 from modules.generation import Img2ImgRequest, Txt2ImgRequest, process_img2img, process_txt2img, saving
 from modules.generation.filenames import FilenameGenerator, NameInfo, safe_name, safe_subfolders, sanitize_part
-from modules.generation.progress import GenerationState
 from modules.options import PATH_SETTINGS, Options
 from modules.postprocessing.extras import ExtrasRequest, run_extras
+from tests.helpers import job_context
 
 NOW = dt.datetime(2024, 3, 5, 14, 7, 9, tzinfo=dt.timezone.utc)
 INFO = NameInfo(seed=1234, prompt="a red circle, (sharp:1.2)/night", prompt_no_styles="a red circle",
@@ -173,9 +173,7 @@ def services(make_services, tiny_dir):
 
 @pytest.fixture
 def ctx(services, tmp_path):
-    services.models.load("tiny-sd1")
-    return replace(services.context, options=replace(services.options), outputs_dir=tmp_path / "outputs",
-                   state=GenerationState(console=False))
+    return job_context(services, tmp_path)
 
 
 def small(**kw) -> Txt2ImgRequest:
