@@ -53,6 +53,17 @@ def test_disk_full_says_so_and_leaves_the_old_file_and_no_temp_file(tmp_path, mo
     assert names_in(tmp_path) == ["config.json"]
 
 
+def run_until_written(writers: list[threading.Thread], readers: list[threading.Thread], done: threading.Event):
+    """Start everyone; readers read until every writer has finished, then `done` stops them."""
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join()
+    done.set()
+    for t in readers:
+        t.join()
+
+
 def test_concurrent_saves_never_tear_the_file_nor_lose_a_key(tmp_path):
     """Settings saves, another tool adding its own keys (read, merge, write under the lock) and readers, all
     at once: readers always find a whole JSON object and every key written survives."""
@@ -87,13 +98,7 @@ def test_concurrent_saves_never_tear_the_file_nor_lose_a_key(tmp_path):
     writers = [threading.Thread(target=guarded(lambda i=i: save_settings(i))) for i in range(5)]
     writers += [threading.Thread(target=guarded(lambda i=i: other_tool(i))) for i in range(5)]
     readers = [threading.Thread(target=guarded(read)) for _ in range(3)]
-    for t in writers + readers:
-        t.start()
-    for t in writers:
-        t.join()
-    done.set()
-    for t in readers:
-        t.join()
+    run_until_written(writers, readers, done)
     assert not errors, errors[:3]
     data = json.loads(path.read_text())
     assert all(f"tool{i}_{n}" in data for i in range(5) for n in range(20))
@@ -217,13 +222,7 @@ def test_concurrent_style_saves_from_two_databases_keep_every_style(tmp_path):
 
     writers = [threading.Thread(target=save, args=(i,)) for i in range(4)]
     readers = [threading.Thread(target=read) for _ in range(2)]
-    for t in writers + readers:
-        t.start()
-    for t in writers:
-        t.join()
-    done.set()
-    for t in readers:
-        t.join()
+    run_until_written(writers, readers, done)
     assert not errors, errors[:3]
     assert sorted(StyleDatabase(path).names()) == sorted(f"s{i}-{n}" for i in range(4) for n in range(25))
 
