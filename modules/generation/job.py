@@ -252,12 +252,16 @@ class Job:
         """After a batch finished on the refiner or the hires checkpoint, the next one starts on the chosen model
         again."""
         if self.refiner_info or self.model is not self.base:
-            self.model = self.ctx.models.ensure_selected()
-            self.base = self.model
-            self._tile(self.model)
-            self.denoiser = UNetDenoiser(self.model)
-            self.prompt_encoder = PromptEncoder(self.model, self.embeddings, self.encode_settings)
+            self.base = self.ctx.models.ensure_selected()
+            self._use_model(self.base, self.embeddings)
             self.refiner_info = {}
+
+    def _use_model(self, model, embeddings: dict) -> None:
+        """Go on sampling with `model` (tiled if the job is), encoding prompts with `embeddings`."""
+        self.model = model
+        self._tile(model)
+        self.denoiser = UNetDenoiser(model)
+        self.prompt_encoder = PromptEncoder(model, embeddings, self.encode_settings)
 
     def use_hires_checkpoint(self, name: str) -> str:
         """Go on with another checkpoint of the same family for the hires pass (not the user's choice: the next
@@ -270,10 +274,7 @@ class Job:
         if model.spec.family is not self.model.spec.family:
             raise GenerationError(f"hr_checkpoint_name: {model.file.title} is {model.spec.label}; the hires pass "
                                   f"needs a checkpoint of the first pass's kind ({self.model.spec.label})")
-        self.model = model
-        self._tile(model)
-        self.denoiser = UNetDenoiser(model)
-        self.prompt_encoder = PromptEncoder(model, self.embeddings, self.encode_settings)
+        self._use_model(model, self.embeddings)
         if self.ctx.loras is not None and self.applied_loras:
             self.warnings += self.ctx.loras.apply(model, self.applied_loras)
         return f"{Path(model.file.name).stem} [{model.file.shorthash}]"
@@ -419,10 +420,7 @@ class Job:
         except CheckpointError as e:
             self.warnings.append(f"refiner not used: {e}")
             return
-        self.model = model
-        self._tile(model)
-        self.denoiser = UNetDenoiser(model)
-        self.prompt_encoder = PromptEncoder(model, {}, self.encode_settings)
+        self._use_model(model, {})  # the refiner's text encoder has no use for the base model's embeddings
         c, uc = self.conds(batch.prompts, batch.negatives, model_calls(self.sampler, self.req.steps))
         cfg.denoiser, cfg.cond, cfg.uncond = self.denoiser, c, uc
         cfg.time_ids = self._time_ids(self.req.width, self.req.height)
