@@ -274,6 +274,7 @@ def test_img2img_resize_by_and_inpaint_options_where_they_apply(server, browser,
     page.get_by_role("tab", name="img2img").first.click()
     page.locator("#img2img_inpaint_options").first.wait_for(state="hidden")  # no mask on the img2img tab
     page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "green.png"))
+    page.wait_for_selector("#img2img_image img")  # uploaded before the scale changes
     page.get_by_role("tab", name="Resize by").click()
     set_number(page, "img2img_scale", 1.6)
     page.wait_for_function("document.querySelector('#img2img_scale_resolution_preview').innerText"
