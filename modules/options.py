@@ -28,6 +28,7 @@ SECTIONS: dict[str, str] = {
     "saving-images": "Saving images/grids",
     "saving-paths": "Paths for saving",
     "saving-to-dirs": "Saving to a directory",
+    "upscaling": "Upscaling",
     "sd": "Stable Diffusion",
     "sdxl": "Stable Diffusion XL",
     "vae": "VAE",
@@ -111,6 +112,12 @@ class Options:
                                                  "tags as in the file name pattern; / makes nested folders")
     directories_max_prompt_words: int = _setting(8, "Max prompt words for [prompt_words] pattern", "saving-to-dirs",
                                                  minimum=1, maximum=20)
+    # ---- upscaling
+    ESRGAN_tile: int = _setting(192, "Tile size for ESRGAN upscalers.", "upscaling",
+                                "0 = no tiling; model upscalers work tile by tile so any picture fits in memory",
+                                minimum=0, maximum=512)
+    ESRGAN_tile_overlap: int = _setting(8, "Tile overlap for ESRGAN upscalers.", "upscaling",
+                                        "Low values = visible seam", minimum=0, maximum=48)
     # ---- Stable Diffusion
     # the checkpoint and VAE names are checked by the model manager, which knows the files
     sd_model_checkpoint: str = _setting("", "Stable Diffusion checkpoint", "sd")

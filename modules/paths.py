@@ -4,11 +4,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from modules.cmd_args import MODEL_PATH_FLAGS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CHECKPOINT = REPO_ROOT / "models" / "Stable-diffusion" / "demo-shapes.safetensors"  # tools/train_demo_model.py
 # The shipped demo LoRA and embedding, found with any --data-dir as the demo checkpoint is.
 BUILTIN_LORA_DIR = REPO_ROOT / "models" / "Lora"
 BUILTIN_EMBEDDINGS_DIR = REPO_ROOT / "embeddings"
+BUILTIN_UPSCALER_DIR = REPO_ROOT / "models" / "ESRGAN"  # the shipped upscaler (tools/train_upscaler.py)
+UPSCALER_FOLDERS = ("ESRGAN", "BSRGAN", "RealESRGAN", "SwinIR", "ScuNET", "DAT", "HAT")  # A1111's, under models/
+
+
+def _model_folder(args, models: Path, name: str) -> Path:
+    """models/<name>, or the folder its A1111 flag (--esrgan-models-path & co.) gives."""
+    flag = next((f for f, folder in MODEL_PATH_FLAGS.items() if folder == name), None)
+    given = getattr(args, flag.replace("-", "_"), None) if flag else None
+    return Path(given).expanduser().resolve() if given else models / name
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,10 @@ class Paths:
     embeddings_dir: Path
     lora_dirs: tuple[Path, ...]  # the user's (lora_dir, LyCORIS) and the built-in one, searched in this order
     embeddings_dirs: tuple[Path, ...]
+    upscaler_dirs: tuple[Path, ...]  # A1111's upscaler folders, then the built-in one
+    realesrgan_dir: Path  # one of them: /sdapi/v1/realesrgan-models lists its files
+    gfpgan_dir: Path
+    codeformer_dir: Path
     outputs_dir: Path
     config_file: Path
     ui_config_file: Path
@@ -55,6 +70,11 @@ class Paths:
             embeddings_dir=embeddings_dir,
             lora_dirs=tuple(dict.fromkeys([lora_dir, models / "LyCORIS", BUILTIN_LORA_DIR])),
             embeddings_dirs=tuple(dict.fromkeys([embeddings_dir, BUILTIN_EMBEDDINGS_DIR])),
+            upscaler_dirs=tuple(dict.fromkeys([*(_model_folder(args, models, name) for name in UPSCALER_FOLDERS),
+                                               BUILTIN_UPSCALER_DIR])),
+            realesrgan_dir=_model_folder(args, models, "RealESRGAN"),
+            gfpgan_dir=_model_folder(args, models, "GFPGAN"),
+            codeformer_dir=_model_folder(args, models, "Codeformer"),
             outputs_dir=data / "outputs",
             config_file=Path(args.ui_settings_file).expanduser().resolve() if args.ui_settings_file
             else data / "config.json",

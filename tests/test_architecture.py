@@ -13,12 +13,12 @@ LAYERS = {
     "modules.models": 1,
     "modules.conditioning": 2,
     "modules.sampling": 3,
+    "modules.postprocessing": 3,
     "modules.generation": 4,
-    "modules.postprocessing": 5,
-    "modules.ui": 6,
-    "modules.api": 6,
+    "modules.ui": 5,
+    "modules.api": 5,
 }
-SURFACE = 7  # other top-level modules: the A1111-compatible surface for scripts and extensions
+SURFACE = 6  # other top-level modules: the A1111-compatible surface for scripts and extensions
 ADAPTERS = ("modules.ui", "modules.api")
 
 

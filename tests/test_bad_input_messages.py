@@ -181,7 +181,7 @@ def test_img2img_folder_batch_skips_a_huge_claimed_picture_with_a_message(ctx, t
 
 
 def test_extras_folder_batch_skips_huge_and_broken_pictures_with_a_message(tmp_path):
-    from modules.postprocessing.extras import pictures_in
+    from modules.generation.extras import pictures_in
     Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "a.png")
     (tmp_path / "bomb.png").write_bytes(base64.b64decode(claimed_size_png(20000, 20000)))
     (tmp_path / "big.png").write_bytes(base64.b64decode(claimed_size_png(11000, 11000)))

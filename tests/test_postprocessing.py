@@ -3,8 +3,15 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from modules.generation import saving
-from modules.postprocessing.extras import ExtrasRequest, PostprocessError, pictures_in, run_extras, upscale
+from modules.generation import extras, saving
+from modules.generation.extras import ExtrasRequest, PostprocessError, Upscaling, pictures_in, run_extras
+from modules.postprocessing.upscalers import Upscalers
+
+RESAMPLERS_ONLY = Upscaling(Upscalers([]))
+
+
+def upscale(image, req):
+    return extras.upscale(image, req, RESAMPLERS_ONLY)
 
 
 def picture(w=40, h=20, text=None):

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from modules.generation import Img2ImgRequest, Txt2ImgRequest, process_img2img, process_txt2img, saving
+from modules.generation.extras import ExtrasRequest, run_extras
 from modules.generation.filenames import FilenameGenerator, NameInfo, safe_name, safe_subfolders, sanitize_part
 from modules.options import PATH_SETTINGS, Options
-from modules.postprocessing.extras import ExtrasRequest, run_extras
 from tests.helpers import job_context
 
 NOW = dt.datetime(2024, 3, 5, 14, 7, 9, tzinfo=dt.timezone.utc)

@@ -94,13 +94,16 @@ IMG2IMG_CONTROLS = {
 
 
 def _stub_worker(tmp_path):
-    """Just what building a generation tab asks of the worker: no models, LoRAs, embeddings or styles."""
+    """Just what building a generation tab asks of the worker: no models, LoRAs, embeddings or styles, only the
+    resampling upscalers."""
     from types import SimpleNamespace
+
+    from modules.postprocessing.upscalers import Upscalers
     models = SimpleNamespace(checkpoints=[], checkpoint_titles=list, current=None, refresh=lambda: None,
                              paths=SimpleNamespace(checkpoint_dirs=[tmp_path]))
     from modules.options import Options
     ctx = SimpleNamespace(models=models, loras=None, embeddings=None, styles=None, outputs_dir=tmp_path,
-                          options=Options())
+                          options=Options(), upscalers=Upscalers([]))
     return SimpleNamespace(ctx=ctx, interrupt=lambda: None, skip=lambda: None)
 
 

@@ -31,13 +31,13 @@ from modules.api import infotext as api_infotext
 from modules.api import models as api_models
 from modules.extensions import list_extensions
 from modules.generation import (
-    IMAGE_UPSCALERS,
     LATENT_UPSCALE_MODES,
     VERSION,
     GenerationError,
     GenerationResult,
     Img2ImgRequest,
     Txt2ImgRequest,
+    extras,
     saving,
 )
 from modules.generation.requests import MAX_INPUT_PIXELS, check_picture
@@ -45,7 +45,6 @@ from modules.generation.worker import GenerationWorker
 from modules.models.checkpoint_io import CheckpointError
 from modules.models.memory import memory_report
 from modules.options import PATH_SETTINGS, Options, SettingError
-from modules.postprocessing import extras
 from modules.sampling.samplers import SAMPLERS, find_sampler
 from modules.sampling.schedules import SCHEDULERS
 from modules.user_files import DiskFullError
@@ -267,6 +266,7 @@ class ApiServices:
     cmd_flags: dict[str, Any]
     frozen_settings: bool = False
     hide_dir_settings: bool = False  # --hide-ui-dir-config: PATH_SETTINGS cannot be changed
+    realesrgan_dir: Path | None = None  # models/RealESRGAN or --realesrgan-models-path
     # --api-server-stop: how the program that serves the API stops (webui.py sets them once its server exists)
     stop_server: typing.Callable[[], None] | None = None  # ends serving cleanly; the program then exits
     kill_server: typing.Callable[[], None] | None = None  # ends the program at once
@@ -526,8 +526,7 @@ class _Api:
 
     def _run_extras(self, pictures: list[Image.Image], payload):
         try:
-            return extras.run_extras(pictures, self._extras_request(payload), self.ctx.outputs_dir,
-                                     self.ctx.options)
+            return self.worker.run_extras(pictures, self._extras_request(payload))
         except extras.PostprocessError as e:
             raise ApiError(422, str(e)) from e
 
@@ -632,11 +631,14 @@ class _Api:
                  "need_inner_model": False} for s in SCHEDULERS]
 
     def upscalers(self):
-        names = [n for n in extras.UPSCALERS]
-        return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4} for n in names]
+        """The resamplers and every model file found (folders rescanned: a file dropped in since shows)."""
+        self.ctx.upscalers.refresh()
+        return [{"name": e.name, "model_name": e.model.architecture if e.model else None,
+                 "model_path": str(e.model.path) if e.model else None, "model_url": None, "scale": e.scale}
+                for e in self.ctx.upscalers.entries()]
 
     def latent_upscale_modes(self):
-        return [{"name": n} for n in LATENT_UPSCALE_MODES] + [{"name": n} for n in IMAGE_UPSCALERS if n != "None"]
+        return [{"name": n} for n in LATENT_UPSCALE_MODES]
 
     def sd_models(self):
         return [{"title": c.title, "model_name": c.model_name, "hash": c.shorthash, "sha256": c.sha256,
@@ -709,7 +711,12 @@ class _Api:
         return []  # no face restoration (GFPGAN, CodeFormer)
 
     def realesrgan_models(self):
-        return []  # the Extras upscalers are Lanczos and Nearest
+        """The model files in models/RealESRGAN (A1111 lists its built-in, downloaded ones; nothing downloads here)."""
+        if self.s.realesrgan_dir is None:
+            return []
+        self.ctx.upscalers.refresh()
+        return [{"name": m.name, "path": str(m.path), "scale": m.scale}
+                for m in self.ctx.upscalers.models_in(self.s.realesrgan_dir)]
 
     def scripts(self):
         return {"txt2img": [], "img2img": []}  # A1111 scripts are not run here

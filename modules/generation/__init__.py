@@ -2,7 +2,6 @@
 from modules.generation.img2img import process_img2img, process_img2img_folder, resize_image
 from modules.generation.job import ProcessingContext
 from modules.generation.requests import (
-                                         IMAGE_UPSCALERS,
                                          LATENT_UPSCALE_MODES,
                                          MASKED_CONTENT,
                                          RESIZE_MODES,
@@ -15,6 +14,6 @@ from modules.generation.requests import (
 )
 from modules.generation.txt2img import process_txt2img
 
-__all__ = ["IMAGE_UPSCALERS", "LATENT_UPSCALE_MODES", "MASKED_CONTENT", "RESIZE_MODES", "VERSION", "GenerationError",
+__all__ = ["LATENT_UPSCALE_MODES", "MASKED_CONTENT", "RESIZE_MODES", "VERSION", "GenerationError",
            "GenerationRequest", "GenerationResult", "Img2ImgRequest", "ProcessingContext", "Txt2ImgRequest",
            "process_img2img", "process_img2img_folder", "process_txt2img", "resize_image"]

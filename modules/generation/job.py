@@ -34,6 +34,7 @@ from modules.generation.progress import GenerationState
 from modules.generation.requests import VERSION, GenerationError, GenerationRequest, GenerationResult, check_prompt
 from modules.models.checkpoint_io import CheckpointError
 from modules.options import Options
+from modules.postprocessing.upscalers import Upscalers
 from modules.sampling import preview, rng
 from modules.sampling.denoiser import CFGDenoiser, LatentMask, UNetDenoiser
 from modules.sampling.samplers import BrownianTreeNoiseSampler, SamplerInfo, find_sampler
@@ -53,6 +54,7 @@ class ProcessingContext:
     embeddings: object | None = None  # modules.conditioning.embeddings.EmbeddingDatabase
     loras: object | None = None  # modules.conditioning.lora.LoraApplier
     styles: object | None = None  # modules.conditioning.styles.StyleDatabase
+    upscalers: Upscalers = field(default_factory=lambda: Upscalers([]))  # the resamplers only, unless given
 
 
 @dataclass(frozen=True)

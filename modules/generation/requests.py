@@ -20,7 +20,6 @@ LATENT_UPSCALE_MODES = {
     "Latent (nearest)": ("nearest", False),
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
-IMAGE_UPSCALERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 VERSION = "0.1.0"

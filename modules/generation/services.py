@@ -9,6 +9,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from modules.conditioning.embeddings import EmbeddingDatabase
 from modules.conditioning.lora import LoraApplier
 from modules.conditioning.styles import StyleDatabase
@@ -21,6 +23,7 @@ from modules.models.hashes import HashCache
 from modules.models.manager import ModelManager
 from modules.options import Options
 from modules.paths import DEMO_CHECKPOINT, Paths
+from modules.postprocessing.upscalers import Upscalers
 
 log = logging.getLogger(__name__)
 
@@ -65,5 +68,7 @@ def build_services(paths: Paths, policy: DevicePolicy, options: Options | None =
         models=manager, options=options, outputs_dir=paths.outputs_dir, state=GenerationState(console=console_progress),
         embeddings=EmbeddingDatabase(paths.embeddings_dirs, allow_unsafe_pickle=allow_unsafe_pickle),
         loras=LoraApplier(list(paths.lora_dirs), allow_unsafe_pickle=allow_unsafe_pickle),
-        styles=StyleDatabase(styles_file or paths.data_dir / "styles.csv"))
+        styles=StyleDatabase(styles_file or paths.data_dir / "styles.csv"),
+        upscalers=Upscalers(paths.upscaler_dirs, policy.device, half=policy.unet.compute != torch.float32,
+                            allow_unsafe_pickle=allow_unsafe_pickle))
     return Services(paths, options, manager, context, GenerationWorker(context))

@@ -15,13 +15,13 @@ from modules.generation.job import (
     sampler_by_name,
 )
 from modules.generation.requests import (
-    IMAGE_UPSCALERS,
     LATENT_UPSCALE_MODES,
     MAX_SIDE,
     GenerationError,
     GenerationResult,
     Txt2ImgRequest,
 )
+from modules.postprocessing.upscalers import UpscaleInterruptedError, UpscalerError, Upscalers
 
 
 def hires_size(req: Txt2ImgRequest) -> tuple[int, int]:
@@ -48,12 +48,17 @@ def inpaint_model_image_cond(model, latent_shape, batch: int) -> torch.Tensor | 
 class Txt2Img:
     name = "txt2img"
 
-    def __init__(self, req: Txt2ImgRequest):
+    def __init__(self, req: Txt2ImgRequest, upscalers: Upscalers):
         self.req = req
-        self.passes_per_batch = 2 if req.enable_hr else 1
-        if req.enable_hr and req.hr_upscaler not in LATENT_UPSCALE_MODES and req.hr_upscaler not in IMAGE_UPSCALERS:
-            raise GenerationError(f"unknown hires upscaler {req.hr_upscaler!r}; choose one of "
-                                  f"{', '.join(list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS))}")
+        self.upscalers = upscalers
+        self.model_upscale = False  # a model upscaler's tiles are a pass of their own in the progress bar
+        if req.enable_hr and req.hr_upscaler not in LATENT_UPSCALE_MODES:
+            try:
+                self.model_upscale = upscalers.entry(req.hr_upscaler).model is not None
+            except UpscalerError:
+                raise GenerationError(f"hr_upscaler: unknown hires upscaler {req.hr_upscaler!r}; choose one of "
+                                      f"{', '.join(list(LATENT_UPSCALE_MODES) + upscalers.names())}") from None
+        self.passes_per_batch = 1 + req.enable_hr + self.model_upscale
         self.hr_sampler = sampler_by_name(req.hr_sampler_name) if req.enable_hr and req.hr_sampler_name not in (
             None, "", "Use same sampler") else None
         if req.enable_hr:
@@ -105,9 +110,9 @@ class Txt2Img:
             f = model.latent_scale
             latent = F.interpolate(latent, size=(height // f, width // f), mode=mode, antialias=antialias)
         else:
-            resample = IMAGE_UPSCALERS[req.hr_upscaler]
-            if resample is not None:
-                pictures = [p.resize((width, height), resample) for p in pictures]
+            pictures = self._upscale_pictures(job, pictures, (width, height), batch.number * self.passes_per_batch + 1)
+            if pictures is None:
+                return None, params
             latent = model.encode_images(pictures)
         prompts = [req.hr_prompt] * len(batch.prompts) if req.hr_prompt else batch.prompts
         negatives = [req.hr_negative_prompt] * len(batch.negatives) if req.hr_negative_prompt else batch.negatives
@@ -122,7 +127,7 @@ class Txt2Img:
         hires_schedule = job.schedule_label(scheduler, hr_sampler)
         if hires_schedule != job.schedule_label(req.scheduler, job.sampler):  # the schedule really used, as A1111
             params["Hires schedule type"] = hires_schedule
-        job.ctx.state.begin_pass(steps, job_no=batch.number * 2 + 1)
+        job.ctx.state.begin_pass(steps, job_no=(batch.number + 1) * self.passes_per_batch - 1)
         c, uc = job.conds(prompts, negatives, model_calls(job.sampler, req.steps),
                           hires_steps=model_calls(hr_sampler, steps))
         image_cond = inpaint_model_image_cond(model, latent.shape, latent.shape[0])
@@ -131,9 +136,34 @@ class Txt2Img:
         return latent, params
 
 
+    def _upscale_pictures(self, job: Job, pictures: list[Image.Image], size: tuple[int, int], job_no: int
+                          ) -> list[Image.Image] | None:
+        """The first pass's pictures upscaled in image space for the hires pass (None: interrupted). A model
+        upscaler's tiles are the steps of pass `job_no` in the progress bar."""
+        state, opts = job.ctx.state, job.ctx.options
+        upscaled = []
+
+        def tile_done(done: int, total: int) -> None:
+            if done == 1:
+                state.begin_pass(total * len(pictures), job_no=job_no)
+            state.step_done()
+
+        for picture in pictures:
+            try:
+                upscaled.append(self.upscalers.upscale(
+                    self.req.hr_upscaler, picture, size, tile_size=opts.ESRGAN_tile,
+                    tile_overlap=opts.ESRGAN_tile_overlap, should_stop=lambda: state.should_stop,
+                    progress=tile_done if not upscaled else lambda done, total: state.step_done()))
+            except UpscaleInterruptedError:
+                return None
+            except UpscalerError as e:
+                raise GenerationError(f"hr_upscaler: {e}") from e
+        return upscaled
+
+
 def process_txt2img(req: Txt2ImgRequest, ctx: ProcessingContext) -> GenerationResult:
     job = Job(req, ctx)
-    mode = Txt2Img(req)
+    mode = Txt2Img(req, ctx.upscalers)
     if req.enable_hr:
         job.check_memory(*hires_size(req))
     return job.run(mode)

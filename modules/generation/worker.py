@@ -9,6 +9,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PIL import Image
 
 from modules.conditioning.text import PromptTokenizer, prompt_token_count
 from modules.generation import (
@@ -19,6 +22,7 @@ from modules.generation import (
     process_img2img,
     process_txt2img,
 )
+from modules.generation.extras import ExtrasRequest, run_extras
 from modules.generation.progress import ProgressSnapshot
 
 
@@ -63,6 +67,19 @@ class GenerationWorker:
                         manager.set_vae(before[1])
                     if before[0] and before[0] != manager.options.sd_model_checkpoint:
                         manager.load(before[0])
+
+    def run_extras(self, pictures: list[Image.Image], req: ExtrasRequest, into: Path | None = None
+                   ) -> tuple[list[Image.Image], list[str], list[Path]]:
+        """Extras after the jobs before it (a model upscaler shares the device), with progress and interrupt."""
+        req.validate()
+        with self._turn():
+            state = self.ctx.state
+            state.begin(len(pictures), text="extras")
+            try:
+                return run_extras(pictures, req, self.ctx.outputs_dir, self.ctx.options, into,
+                                  self.ctx.upscalers, state)
+            finally:
+                state.end()
 
     @contextmanager
     def _turn(self, on_ticket: Callable[[int], None] | None = None):

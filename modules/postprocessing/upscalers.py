@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,12 @@ import torch
 from PIL import Image
 
 from modules.models.checkpoint_io import CheckpointError, read_state_dict
+from modules.paths import UPSCALER_FOLDERS
 
 log = logging.getLogger(__name__)
 
-MODEL_FOLDERS = ("ESRGAN", "RealESRGAN", "SwinIR", "ScuNET", "DAT", "HAT")  # A1111's folder names under models/
+# A1111's upscalers that need no model, in its order; "None" leaves the picture to the final Lanczos resize.
+RESAMPLERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
 MODEL_SUFFIXES = (".pth", ".pt", ".safetensors")
 TILE_SIZE = 192  # A1111's "Tile size for ESRGAN upscalers" (0: the whole picture at once)
 TILE_OVERLAP = 8  # A1111's "Tile overlap for ESRGAN upscalers", in pixels of the input
@@ -67,7 +70,7 @@ class Discovery:
 
 def model_folders(models_dir: Path) -> list[Path]:
     """A1111's upscaler folders under a models directory (the caller adds flag overrides)."""
-    return [Path(models_dir) / name for name in MODEL_FOLDERS]
+    return [Path(models_dir) / name for name in UPSCALER_FOLDERS]
 
 
 def model_files(folders: Iterable[Path]) -> list[Path]:
@@ -168,9 +171,10 @@ def discover(folders: Iterable[Path], allow_unsafe_pickle: bool = False) -> Disc
 class ModelCache:
     """Keeps one loaded model; choosing another releases the first."""
 
-    def __init__(self, device: torch.device | str = "cpu", allow_unsafe_pickle: bool = False):
+    def __init__(self, device: torch.device | str = "cpu", allow_unsafe_pickle: bool = False, half: bool = True):
         self.device = torch.device(device)
         self.allow_unsafe_pickle = allow_unsafe_pickle
+        self.half = half  # on a GPU, for architectures that allow it (--no-half: never)
         self._key: tuple | None = None
         self._desc = None
 
@@ -184,7 +188,7 @@ class ModelCache:
         if key != self._key:
             self.release()
             desc = load_descriptor(model.path, self.allow_unsafe_pickle)
-            half = self.device.type == "cuda" and desc.supports_half
+            half = self.half and self.device.type == "cuda" and desc.supports_half
             self._desc = (desc.half() if half else desc).to(self.device)
             self._key = key
         return self._desc
@@ -331,3 +335,65 @@ def upscale_with_model(desc, picture: Image.Image, target_scale: float, *, size:
     if alpha is not None:
         result.putalpha(alpha.resize(target, Image.LANCZOS))
     return result
+
+
+@dataclass(frozen=True)
+class UpscalerEntry:
+    """One upscaler as the lists and the API show it: a resampler (no file) or a model file."""
+
+    name: str
+    scale: int  # A1111 answers 4 for the resamplers
+    model: UpscalerModel | None = None
+
+
+class Upscalers:
+    """Every upscaler the program has: the resamplers, then the model files of its folders (rescanned on
+    `refresh`). One model stays loaded; running an upscaler is serialised, as the loaded model is shared."""
+
+    def __init__(self, folders: Iterable[Path], device: torch.device | str = "cpu", half: bool = True,
+                 allow_unsafe_pickle: bool = False):
+        self.library = UpscalerLibrary(folders, allow_unsafe_pickle)
+        self.cache = ModelCache(device, allow_unsafe_pickle, half=half)
+        self._lock = threading.Lock()
+        self._refreshed = False
+
+    def refresh(self) -> Discovery:
+        with self._lock:
+            self._refreshed = True
+            return self.library.refresh()
+
+    def entries(self) -> list[UpscalerEntry]:
+        if not self._refreshed:
+            self.refresh()
+        return [*(UpscalerEntry(name, 4) for name in RESAMPLERS),
+                *(UpscalerEntry(m.name, m.scale, m) for m in self.library.discovery.models)]
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries()]
+
+    def models_in(self, folder: Path) -> list[UpscalerModel]:
+        """The listed models whose files are in `folder` (/sdapi/v1/realesrgan-models: models/RealESRGAN)."""
+        return [e.model for e in self.entries() if e.model is not None and e.model.path.is_relative_to(folder)]
+
+    def entry(self, name: str) -> UpscalerEntry:
+        found = {e.name: e for e in self.entries()}
+        if name not in found:
+            raise UpscalerError(f"unknown upscaler {name!r}; choose one of {', '.join(found)}")
+        return found[name]
+
+    def upscale(self, name: str, picture: Image.Image, size: tuple[int, int], *, tile_size: int = TILE_SIZE,
+                tile_overlap: int = TILE_OVERLAP, should_stop: Callable[[], bool] | None = None,
+                progress: Progress | None = None) -> Image.Image:
+        """`picture` at exactly `size` through the named upscaler: a model applied while the picture is smaller
+        than the target, then Lanczos; a resampler directly ("None": Lanczos, as A1111 resizes then)."""
+        entry = self.entry(name)
+        if entry.model is None or not plan_passes(picture.size, size, entry.model.scale):
+            resample = RESAMPLERS.get(entry.name) or Image.LANCZOS
+            return picture if picture.size == size else picture.resize(size, resample)
+        with self._lock:
+            try:
+                return self.cache.upscale(entry.model, picture, 0, size=size, tile_size=tile_size,
+                                          tile_overlap=tile_overlap, should_stop=should_stop, progress=progress)
+            except (OSError, UpscalerError) as e:  # the file changed or went away since the scan
+                self.cache.release()
+                raise UpscalerError(f"upscaler {name}: {e}") from e

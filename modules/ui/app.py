@@ -120,7 +120,7 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img") as tabs["img2img"]:
                 i2i = generation.build_img2img(worker, previews, size, show_dir_fields)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras") as tabs["Extras"]:
-                extras_image = extras.build(worker.ctx.outputs_dir, worker.ctx.options, show_dir_fields)
+                extras_image = extras.build(worker, show_dir_fields)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo") as tabs["PNG Info"]:
                 paste.build_png_info({"txt2img": t2i, "img2img": i2i}, main_tabs, extras_image)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger") as tabs["Checkpoint Merger"]:

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import gradio as gr
 
+from modules.generation.extras import ExtrasRequest, PostprocessError, pictures_in
 from modules.generation.requests import GenerationError, read_picture
-from modules.options import Options
-from modules.postprocessing.extras import UPSCALERS, ExtrasRequest, PostprocessError, pictures_in, run_extras
+from modules.generation.worker import GenerationWorker
 from modules.ui.generation import DIR_ACCESS_REFUSED
 from modules.ui.picture_inputs import picture_input
 
 
-def build(outputs_dir: Path, options: Options, show_dir_fields: bool) -> gr.Image:
+def build(worker: GenerationWorker, show_dir_fields: bool) -> gr.Image:
     """Build the tab; returns the source image control (a target of "Send to extras")."""
+    upscaler_names = worker.ctx.upscalers.names()
     with gr.Row():
         with gr.Column():
             mode = gr.State("single")
@@ -44,9 +45,9 @@ def build(outputs_dir: Path, options: Options, show_dir_fields: bool) -> gr.Imag
             by.select(lambda: 0, outputs=resize_mode, queue=False, api_visibility="private")
             to.select(lambda: 1, outputs=resize_mode, queue=False, api_visibility="private")
             with gr.Row():
-                upscaler_1 = gr.Dropdown(list(UPSCALERS), value="Lanczos", label="Upscaler 1",
+                upscaler_1 = gr.Dropdown(upscaler_names, value="Lanczos", label="Upscaler 1",
                                          elem_id="extras_upscaler_1")
-                upscaler_2 = gr.Dropdown(list(UPSCALERS), value="None", label="Upscaler 2",
+                upscaler_2 = gr.Dropdown(upscaler_names, value="None", label="Upscaler 2",
                                          elem_id="extras_upscaler_2")
                 visibility = gr.Slider(0, 1, value=0, step=0.001, label="Upscaler 2 visibility",
                                        elem_id="extras_upscaler_2_visibility")
@@ -81,9 +82,11 @@ def build(outputs_dir: Path, options: Options, show_dir_fields: bool) -> gr.Imag
             if not pictures:
                 raise PostprocessError("no picture to process")
             into = Path(out_dir) if tab == "directory" and out_dir else None
-            results, texts, _ = run_extras(pictures, req, outputs_dir, options, into)
+            results, texts, _ = worker.run_extras(pictures, req, into)
         except PostprocessError as e:
             return gr.skip(), f"<p class='error'>❌ {html.escape(str(e))}</p>"
+        if not results:
+            return gr.skip(), "<p class='warning'>⚠️ Interrupted before the first picture was done</p>"
         notes = "".join(f"<p class='warning'>⚠️ {html.escape(p)}</p>" for p in problems)
         return results, f"<p>{html.escape(texts[0]).replace(chr(10), '<br>')}</p>{notes}"
 

@@ -16,7 +16,6 @@ from PIL import Image, ImageChops
 
 from modules import infotext_utils
 from modules.generation import (
-    IMAGE_UPSCALERS,
     LATENT_UPSCALE_MODES,
     MASKED_CONTENT,
     RESIZE_MODES,
@@ -36,7 +35,6 @@ from modules.ui.paste import option_overrides
 from modules.ui.picture_inputs import picture_editor, picture_input
 
 log = logging.getLogger(__name__)
-HIRES_UPSCALERS = list(LATENT_UPSCALE_MODES) + list(IMAGE_UPSCALERS)
 DIR_ACCESS_REFUSED = ("Folders on the server cannot be used from the page: it was started with --hide-ui-dir-config "
                       "(implied by --listen, --share and --server-name unless --enable-insecure-extension-access).")
 
@@ -448,8 +446,8 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
             with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr"):
                 enable_hr = gr.Checkbox(False, label="Enable", elem_id="txt2img_enable_hr")
                 with gr.Row():
-                    hr_upscaler = gr.Dropdown(HIRES_UPSCALERS, value="Latent", label="Upscaler",
-                                              elem_id="txt2img_hr_upscaler")
+                    hr_upscaler = gr.Dropdown([*LATENT_UPSCALE_MODES, *worker.ctx.upscalers.names()], value="Latent",
+                                              label="Upscaler", elem_id="txt2img_hr_upscaler")
                     hr_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps", elem_id="txt2img_hires_steps")
                     hr_denoise = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength",
                                            elem_id="txt2img_denoising_strength")

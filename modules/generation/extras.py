@@ -1,11 +1,12 @@
 """Extras: upscaling finished pictures (resize by a factor or to a size, two upscalers blended).
 
-Upscalers here are Pillow's filters; model upscalers (ESRGAN & co.) plug into the same table.
-The generation parameters an image carries are kept, with the upscale settings added, as A1111 does.
+Upscalers are the resamplers and the model files of `Upscalers`. The generation parameters an image carries are
+kept, with the upscale settings added, as A1111 does.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +15,10 @@ from PIL import Image
 from modules.generation import saving
 from modules.generation.requests import GenerationError, read_picture
 from modules.options import Options
+from modules.postprocessing.upscalers import TILE_OVERLAP, TILE_SIZE, UpscaleInterruptedError, UpscalerError, Upscalers
 
 MAX_SCALE = 16  # A1111's page stops at 8
 MAX_SIDE = 16384  # of a result; its pixels are limited too (upscale)
-UPSCALERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST, "Bicubic": Image.BICUBIC}
 
 
 class PostprocessError(Exception):
@@ -62,15 +63,27 @@ def target_size(req: ExtrasRequest, size: tuple[int, int]) -> tuple[int, int]:
     return round(size[0] * req.upscaling_resize), round(size[1] * req.upscaling_resize)
 
 
-def _resize(image: Image.Image, upscaler: str, size: tuple[int, int]) -> Image.Image:
-    if upscaler not in UPSCALERS:
-        raise PostprocessError(f"unknown upscaler {upscaler!r}; choose one of {', '.join(UPSCALERS)}")
-    flt = UPSCALERS[upscaler]
-    return image if flt is None else image.resize(size, flt)
+@dataclass
+class Upscaling:
+    """How Extras runs upscalers: which ones there are, the tile settings, and the job's interrupt/progress."""
+
+    upscalers: Upscalers
+    tile_size: int = TILE_SIZE
+    tile_overlap: int = TILE_OVERLAP
+    should_stop: Callable[[], bool] | None = None
+    progress: Callable[[int, int], None] | None = None
+
+    def resize(self, image: Image.Image, upscaler: str, size: tuple[int, int]) -> Image.Image:
+        try:
+            return self.upscalers.upscale(upscaler, image, size, tile_size=self.tile_size,
+                                          tile_overlap=self.tile_overlap, should_stop=self.should_stop,
+                                          progress=self.progress)
+        except UpscalerError as e:
+            raise PostprocessError(str(e)) from e
 
 
-def upscale(image: Image.Image, req: ExtrasRequest) -> tuple[Image.Image, dict]:
-    """The upscaled picture and the parameters to add to its infotext."""
+def upscale(image: Image.Image, req: ExtrasRequest, upscaling: Upscaling) -> tuple[Image.Image, dict]:
+    """The upscaled picture and the parameters to add to its infotext. Raises UpscaleInterruptedError."""
     w, h = target_size(req, image.size)
     if w < 1 or h < 1 or w * h > 16384 * 16384:
         raise PostprocessError(f"target size {w}x{h} is out of range")
@@ -79,23 +92,19 @@ def upscale(image: Image.Image, req: ExtrasRequest) -> tuple[Image.Image, dict]:
         # scale to cover the target, then crop the middle (keeps the aspect ratio)
         ratio = max(w / source.width, h / source.height)
         cover = (max(w, round(source.width * ratio)), max(h, round(source.height * ratio)))
-        first = _resize(source, req.upscaler_1, cover)
-        if first.size != cover:
-            first = first.resize(cover, Image.LANCZOS)
+        first = upscaling.resize(source, req.upscaler_1, cover)
         left, top = (cover[0] - w) // 2, (cover[1] - h) // 2
         result = first.crop((left, top, left + w, top + h))
         second_src = (source, cover, (left, top, left + w, top + h))
     else:
-        result = _resize(source, req.upscaler_1, (w, h))
-        if result.size != (w, h):  # upscaler "None": only the second one, or nothing
-            result = result.resize((w, h), Image.LANCZOS)
+        result = upscaling.resize(source, req.upscaler_1, (w, h))
         second_src = (source, (w, h), None)
     params = {"Postprocess upscale by" if req.resize_mode == 0 else "Postprocess upscale to":
               req.upscaling_resize if req.resize_mode == 0 else f"{w}x{h}",
               "Postprocess upscaler": req.upscaler_1}
     if req.upscaler_2 != "None" and req.extras_upscaler_2_visibility > 0:
         src, size, crop = second_src
-        second = _resize(src, req.upscaler_2, size)
+        second = upscaling.resize(src, req.upscaler_2, size)
         if crop:
             second = second.crop(crop)
         result = Image.blend(result, second, req.extras_upscaler_2_visibility)
@@ -111,16 +120,31 @@ def _merged_infotext(original: str | None, params: dict) -> str:
 
 
 def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Path, options: Options | None = None,
-               into: Path | None = None) -> tuple[list[Image.Image], list[str], list[Path]]:
+               into: Path | None = None, upscalers: Upscalers | None = None, state=None
+               ) -> tuple[list[Image.Image], list[str], list[Path]]:
     """Upscale each picture; when `req.save`, saved as A1111's Extras saves: numbered files in outdir_samples or
     outdir_extras_samples (outputs/extras-images), or in `into` (the batch's output folder), no subfolder, in
-    samples_format. `options`: the user's settings (None: the defaults)."""
+    samples_format. `options`: the user's settings (None: the defaults); `upscalers`: None, the resamplers only.
+    `state` (a GenerationState): model upscalers' tiles show as progress and its interrupt stops between tiles,
+    keeping the pictures done (saved, returned) before it."""
     req.validate()
     opts = options or Options()
+    upscaling = Upscaling(upscalers or Upscalers([]), opts.ESRGAN_tile, opts.ESRGAN_tile_overlap)
+    if state is not None:
+        def tile_done(done: int, total: int) -> None:
+            if done == 1:
+                state.begin_pass(total)
+            state.step_done()
+        upscaling.should_stop, upscaling.progress = (lambda: state.interrupted), tile_done
     folder = into if into is not None else saving.output_folder(opts, outputs_dir, "extras-images")
     results, texts, paths = [], [], []
-    for picture in pictures:
-        image, params = upscale(picture, req)
+    for number, picture in enumerate(pictures):
+        if state is not None:
+            state.begin_pass(1, job_no=number)
+        try:
+            image, params = upscale(picture, req, upscaling)
+        except UpscaleInterruptedError:
+            break
         text = _merged_infotext(saving.read_infotext(picture), params)
         results.append(image)
         texts.append(text)
