@@ -68,6 +68,19 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
+def test_random_bytes_are_reported_not_fatal(tmp_path):
+    folder = tmp_path / "ESRGAN"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    junk = [rng.integers(0, 256, 4000, dtype=np.uint8).tobytes() for _ in range(6)]
+    junk += [b"\x80\x02.", b"\x80\x02t."]  # a pickle that ends before it made anything: IndexError in torch
+    for i, data in enumerate(junk):
+        (folder / f"junk{i}.pth").write_bytes(data)
+    found = up.discover([folder])
+    assert found.models == [] and len(found.problems) == len(junk)
+    assert all(p.startswith(f"junk{i}.pth: ") for i, p in enumerate(found.problems))
+
+
 @pytest.mark.parametrize("name,scale,target,passes", [
     ("realesr-tiny-x2", 2, 2, 1),
     ("realesr-tiny-x2", 2, 3, 2),  # 2, 4, then down to 3 with Lanczos
