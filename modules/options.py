@@ -21,6 +21,7 @@ EMPHASIS_MODES = ("Original", "No norm", "None")
 FP8_MODES = ("Disable", "Enable for SDXL", "Enable")
 INFOTEXT_STYLES = ("Ignore", "Apply", "Discard", "Apply if any")
 # Gradio's built-in themes: a theme from the Hub would need a download.
+FACE_RESTORERS = ("CodeFormer", "GFPGAN", "RestoreFormer")  # A1111's two, and RestoreFormer (a GFPGAN-folder file)
 GRADIO_THEMES = ("Default", "Base", "Citrus", "Glass", "Monochrome", "Ocean", "Origin", "Soft")
 
 # The Settings tab's sections, in A1111's order and with its ids (the page's `settings_<id>` tabs).
@@ -29,6 +30,7 @@ SECTIONS: dict[str, str] = {
     "saving-paths": "Paths for saving",
     "saving-to-dirs": "Saving to a directory",
     "upscaling": "Upscaling",
+    "face-restoration": "Face restoration",
     "sd": "Stable Diffusion",
     "sdxl": "Stable Diffusion XL",
     "vae": "VAE",
@@ -118,6 +120,16 @@ class Options:
                                 minimum=0, maximum=512)
     ESRGAN_tile_overlap: int = _setting(8, "Tile overlap for ESRGAN upscalers.", "upscaling",
                                         "Low values = visible seam", minimum=0, maximum=48)
+    # ---- face restoration
+    face_restoration: bool = _setting(False, "Restore faces", "face-restoration",
+                                      "will use a third-party model on generation result to reconstruct faces")
+    face_restoration_model: str = _setting("CodeFormer", "Face restoration model", "face-restoration",
+                                           "its file goes in models/Codeformer or models/GFPGAN",
+                                           choices=FACE_RESTORERS)
+    code_former_weight: float = _setting(0.5, "CodeFormer weight", "face-restoration",
+                                         "0 = maximum effect; 1 = minimum effect", minimum=0, maximum=1)
+    face_restoration_unload: bool = _setting(False, "Move face restoration model from VRAM into RAM after processing",
+                                             "face-restoration")
     # ---- Stable Diffusion
     # the checkpoint and VAE names are checked by the model manager, which knows the files
     sd_model_checkpoint: str = _setting("", "Stable Diffusion checkpoint", "sd")

@@ -47,6 +47,13 @@ def make_services(tmp_path_factory, cpu_policy):
     return make
 
 
+@pytest.fixture(scope="session")
+def face_models_dir(tmp_path_factory) -> Path:
+    """models/GFPGAN and models/Codeformer with random-weight restorers (full-size GFPGAN: about 350 MB)."""
+    from tests.face_fixtures import write_face_models
+    return write_face_models(tmp_path_factory.mktemp("face-models"))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport():
     """A failing test shows the end of the log of each server that was up while it ran."""

@@ -215,6 +215,7 @@ def test_a1111_fields_we_do_not_implement_are_reported_not_pretended(api_server)
     status, answer, _ = call(url + "/sdapi/v1/txt2img", {**body, **left_alone})
     assert status == 200 and json.loads(answer["info"])["warnings"] == []
 
+    # restore_faces without a model file: generated, with a warning (test_face_restoration_wiring.py)
     unimplemented = {"alwayson_scripts": {"controlnet": {"args": [{"enabled": True}]}}, "restore_faces": True,
                      "hr_additional_modules": ["clip_l.safetensors"], "firstphase_width": 512}
     status, answer, _ = call(url + "/sdapi/v1/txt2img", {**body, **unimplemented})

@@ -119,7 +119,6 @@ class NotImplementedField:
 
 # A1111's own defaults and types (modules/processing.py, modules/api/models.py); Forge's hr_additional_modules too.
 COMMON_NOT_IMPLEMENTED: dict[str, NotImplementedField] = {
-    "restore_faces": NotImplementedField(bool | None, None, "face restoration is not available"),
     "s_min_uncond": NotImplementedField(float | None, None,
                                         "skipping the negative prompt at low noise is not implemented"),
     "disable_extra_networks": NotImplementedField(bool, False, "<lora:...> tags in the prompt are always applied"),
@@ -487,7 +486,8 @@ class _Api:
             "all_subseeds": result.subseeds or [req.subseed],
             "subseed_strength": req.subseed_strength, "width": req.width, "height": req.height,
             "sampler_name": req.sampler_name, "cfg_scale": req.cfg_scale, "steps": req.steps,
-            "batch_size": req.batch_size, "restore_faces": False, "face_restoration_model": None,
+            "batch_size": req.batch_size, "restore_faces": bool(used.get("Face restoration")),
+            "face_restoration_model": used.get("Face restoration"),
             **self._models_used(used),
             "seed_resize_from_w": req.seed_resize_from_w, "seed_resize_from_h": req.seed_resize_from_h,
             "denoising_strength": getattr(req, "denoising_strength", None),
@@ -708,7 +708,11 @@ class _Api:
         return []  # hypernetworks are not supported
 
     def face_restorers(self):
-        return []  # no face restoration (GFPGAN, CodeFormer)
+        """A1111's restorers that have a model file (folders rescanned); cmd_dir: the folder each file is in."""
+        restorers = self.ctx.face_restorers
+        if restorers is None:
+            return []
+        return [{"name": r.name, "cmd_dir": str(r.path.parent)} for r in restorers.refresh().restorers.values()]
 
     def realesrgan_models(self):
         """The model files in models/RealESRGAN (A1111 lists its built-in, downloaded ones; nothing downloads here)."""

@@ -15,10 +15,12 @@ from PIL import Image
 from modules.generation import saving
 from modules.generation.requests import GenerationError, read_picture
 from modules.options import Options
+from modules.postprocessing.face_restoration import FaceRestorers, RestoreInterruptedError, RestorerError
 from modules.postprocessing.upscalers import TILE_OVERLAP, TILE_SIZE, UpscaleInterruptedError, UpscalerError, Upscalers
 
 MAX_SCALE = 16  # A1111's page stops at 8
 MAX_SIDE = 16384  # of a result; its pixels are limited too (upscale)
+UNIT_FIELDS = ("extras_upscaler_2_visibility", "gfpgan_visibility", "codeformer_visibility", "codeformer_weight")
 
 
 class PostprocessError(Exception):
@@ -35,18 +37,21 @@ class ExtrasRequest:
     upscaler_1: str = "Lanczos"
     upscaler_2: str = "None"
     extras_upscaler_2_visibility: float = 0.0
+    gfpgan_visibility: float = 0.0  # after upscaling, GFPGAN then CodeFormer, as A1111 orders them
+    codeformer_visibility: float = 0.0
+    codeformer_weight: float = 0.0
     save: bool = True
 
     def validate(self) -> None:
         """Refuse values that cannot be carried out (NaN, infinity, unknown modes), naming the field."""
         if self.resize_mode not in (0, 1):
             raise PostprocessError(f"resize_mode: {self.resize_mode} is not 0 (scale by) or 1 (scale to)")
-        for name in ("upscaling_resize", "extras_upscaler_2_visibility"):
+        for name in ("upscaling_resize", *UNIT_FIELDS):
             if not math.isfinite(getattr(self, name)):
                 raise PostprocessError(f"{name}: {getattr(self, name)} is not a finite number")
-        if not 0 <= self.extras_upscaler_2_visibility <= 1:
-            raise PostprocessError(f"extras_upscaler_2_visibility: {self.extras_upscaler_2_visibility} is out of "
-                                   f"range; give 0 to 1")
+        for name in UNIT_FIELDS:
+            if not 0 <= getattr(self, name) <= 1:
+                raise PostprocessError(f"{name}: {getattr(self, name)} is out of range; give 0 to 1")
         if self.resize_mode == 0 and not 0 < self.upscaling_resize <= MAX_SCALE:
             raise PostprocessError(f"upscaling_resize: {self.upscaling_resize} is out of range; give a factor above "
                                    f"0 and up to {MAX_SCALE}")
@@ -119,14 +124,34 @@ def _merged_infotext(original: str | None, params: dict) -> str:
     return f"{original}, {extra}" if "\n" in original else f"{original}\n{extra}"
 
 
+def restore_faces(image: Image.Image, req: ExtrasRequest, restorers: FaceRestorers | None,
+                  should_stop: Callable[[], bool] | None) -> tuple[Image.Image, dict]:
+    """GFPGAN, then CodeFormer, each blended in by its visibility; the infotext parameters A1111 adds."""
+    params = {}
+    for name, visibility in (("GFPGAN", req.gfpgan_visibility), ("CodeFormer", req.codeformer_visibility)):
+        if visibility <= 0:
+            continue
+        if restorers is None:
+            raise PostprocessError("face restoration is not available")
+        try:
+            image = restorers.restore(name, image, codeformer_weight=req.codeformer_weight, visibility=visibility,
+                                      should_stop=should_stop)
+        except RestorerError as e:
+            raise PostprocessError(f"{name.lower()}_visibility: {e}") from e
+        params[f"{name} visibility"] = round(visibility, 3)
+        if name == "CodeFormer":
+            params["CodeFormer weight"] = round(req.codeformer_weight, 3)
+    return image, params
+
+
 def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Path, options: Options | None = None,
-               into: Path | None = None, upscalers: Upscalers | None = None, state=None
-               ) -> tuple[list[Image.Image], list[str], list[Path]]:
-    """Upscale each picture; when `req.save`, saved as A1111's Extras saves: numbered files in outdir_samples or
-    outdir_extras_samples (outputs/extras-images), or in `into` (the batch's output folder), no subfolder, in
-    samples_format. `options`: the user's settings (None: the defaults); `upscalers`: None, the resamplers only.
-    `state` (a GenerationState): model upscalers' tiles show as progress and its interrupt stops between tiles,
-    keeping the pictures done (saved, returned) before it."""
+               into: Path | None = None, upscalers: Upscalers | None = None, state=None,
+               face_restorers: FaceRestorers | None = None) -> tuple[list[Image.Image], list[str], list[Path]]:
+    """Upscale each picture, then restore its faces if asked; when `req.save`, saved as A1111's Extras saves:
+    numbered files in outdir_samples or outdir_extras_samples (outputs/extras-images), or in `into` (the batch's
+    output folder), no subfolder, in samples_format. `options`: the user's settings (None: the defaults);
+    `upscalers`: None, the resamplers only. `state` (a GenerationState): model upscalers' tiles show as progress and
+    its interrupt stops between tiles and faces, keeping the pictures done (saved, returned) before it."""
     req.validate()
     opts = options or Options()
     upscaling = Upscaling(upscalers or Upscalers([]), opts.ESRGAN_tile, opts.ESRGAN_tile_overlap)
@@ -143,8 +168,10 @@ def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Pat
             state.begin_pass(1, job_no=number)
         try:
             image, params = upscale(picture, req, upscaling)
-        except UpscaleInterruptedError:
+            image, restored = restore_faces(image, req, face_restorers, upscaling.should_stop)
+        except (UpscaleInterruptedError, RestoreInterruptedError):
             break
+        params.update(restored)
         text = _merged_infotext(saving.read_infotext(picture), params)
         results.append(image)
         texts.append(text)

@@ -216,7 +216,7 @@ def _sample_pictures(job: Job, batch: Batch, init_src: Image.Image, mask_full: I
                                     noise_multiplier=noise_multiplier)
     if latent is None:  # interrupted before the first step: no pictures
         return []
-    out = model.decode_latents(latent)
+    out = job.decode(latent)
     if job.opts.img2img_color_correction:
         out = [color_corrected(picture, init) for picture in out]
     if mask is None:

@@ -34,6 +34,7 @@ from modules.generation.progress import GenerationState
 from modules.generation.requests import VERSION, GenerationError, GenerationRequest, GenerationResult, check_prompt
 from modules.models.checkpoint_io import CheckpointError
 from modules.options import Options
+from modules.postprocessing.face_restoration import FaceRestorers, RestoreInterruptedError, RestorerError
 from modules.postprocessing.upscalers import Upscalers
 from modules.sampling import preview, rng
 from modules.sampling.denoiser import CFGDenoiser, LatentMask, UNetDenoiser
@@ -55,6 +56,7 @@ class ProcessingContext:
     loras: object | None = None  # modules.conditioning.lora.LoraApplier
     styles: object | None = None  # modules.conditioning.styles.StyleDatabase
     upscalers: Upscalers = field(default_factory=lambda: Upscalers([]))  # the resamplers only, unless given
+    face_restorers: FaceRestorers | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ class Job:
         self.check_memory(req.width, req.height)
         self.sampler = sampler_by_name(req.sampler_name)
         self.warnings: list[str] = []
+        self.face_restorer = self._chosen_face_restorer()
         self.generation_params: dict = {}  # infotext keys added on the way (A1111's extra_generation_params)
         self.denoiser = UNetDenoiser(model)
         clip_skip = req.clip_skip if req.clip_skip is not None else self.opts.CLIP_stop_at_last_layers
@@ -202,6 +205,46 @@ class Job:
         if kept > ram:
             raise GenerationError(f"n_iter/batch_size: {req.n_iter} x {req.batch_size} pictures of {width}x{height} "
                                   f"need about {kept / 2**30:.1f} GiB to hold; {ram / 2**30:.1f} GiB of RAM is free")
+
+    def _chosen_face_restorer(self) -> str | None:
+        """The restorer's name when the job restores faces (the request's restore_faces, else the setting). Without
+        its model file the job goes on without it, saying so (as for a missing LoRA)."""
+        restore = self.req.restore_faces if self.req.restore_faces is not None else self.opts.face_restoration
+        if not restore:
+            return None
+        name = self.opts.face_restoration_model
+        try:
+            if self.ctx.face_restorers is None:
+                raise RestorerError("face restoration is not available")
+            self.ctx.face_restorers.model(name)
+        except RestorerError as e:
+            self.warnings.append(f"restore_faces: {e}; faces were not restored")
+            log.warning("%s", self.warnings[-1])
+            return None
+        return name
+
+    def decode(self, latent: torch.Tensor) -> list[Image.Image]:
+        """The finished pictures of a batch: decoded, then faces restored when the job asks for it (before img2img's
+        colour correction and paste-back, as A1111)."""
+        pictures = self.model.decode_latents(latent)
+        if self.face_restorer is None:
+            return pictures
+        restorers, state = self.ctx.face_restorers, self.ctx.state
+        restored = []
+        try:
+            for picture in pictures:
+                restored.append(restorers.restore(self.face_restorer, picture,
+                                                  codeformer_weight=self.opts.code_former_weight,
+                                                  should_stop=lambda: state.interrupted))
+        except RestoreInterruptedError:
+            self.warnings.append(f"interrupted: faces not restored in {len(pictures) - len(restored)} picture(s)")
+            restored += pictures[len(restored):]
+        except RestorerError as e:
+            raise GenerationError(f"restore_faces: {e}") from e
+        finally:
+            if self.opts.face_restoration_unload:
+                restorers.release()
+        return restored
 
     # ---- the loop ----
     def run(self, mode: Mode) -> GenerationResult:
@@ -480,6 +523,7 @@ class Job:
             "Schedule type": self.schedule_label(req.scheduler, self.sampler),
             "CFG scale": req.cfg_scale,
             "Seed": self.all_seeds[index],
+            "Face restoration": self.face_restorer,
             "Size": f"{width or req.width}x{height or req.height}",
             "Model hash": self.base.file.shorthash,
             "Model": self.base.file.model_name,

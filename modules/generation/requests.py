@@ -129,6 +129,7 @@ class GenerationRequest:
     width: int = 512
     height: int = 512
     tiling: bool = False
+    restore_faces: bool | None = None  # None: the face_restoration setting decides
     eta: float | None = None
     s_churn: float | None = None
     s_tmin: float | None = None

@@ -82,13 +82,13 @@ class Txt2Img:
         if latent is None:  # interrupted before the first step: no pictures (never a tile of noise)
             return BatchOutput([])
         if not req.enable_hr or state.should_stop:
-            return BatchOutput(job.model.decode_latents(latent))
+            return BatchOutput(job.decode(latent))
         width, height = hires_size(req)
         hires, params = self._hires_pass(job, latent, batch, width, height)
         if hires is None:  # interrupted before the hires pass's first step: the first pass's pictures, as A1111
-            return BatchOutput(job.model.decode_latents(latent))
+            return BatchOutput(job.decode(latent))
         # Size stays the first pass's, with "Hires upscale"/"Hires resize" beside it, as A1111 writes it
-        return BatchOutput(job.model.decode_latents(hires), params)
+        return BatchOutput(job.decode(hires), params)
 
     def _hires_pass(self, job: Job, latent, batch: Batch, width: int, height: int):
         req = self.req

@@ -77,7 +77,7 @@ class GenerationWorker:
             state.begin(len(pictures), text="extras")
             try:
                 return run_extras(pictures, req, self.ctx.outputs_dir, self.ctx.options, into,
-                                  self.ctx.upscalers, state)
+                                  self.ctx.upscalers, state, self.ctx.face_restorers)
             finally:
                 state.end()
 

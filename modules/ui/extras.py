@@ -51,16 +51,26 @@ def build(worker: GenerationWorker, show_dir_fields: bool) -> gr.Image:
                                          elem_id="extras_upscaler_2")
                 visibility = gr.Slider(0, 1, value=0, step=0.001, label="Upscaler 2 visibility",
                                        elem_id="extras_upscaler_2_visibility")
+            with gr.Row():
+                gfpgan_visibility = gr.Slider(0, 1, value=0, step=0.001, label="GFPGAN visibility",
+                                              elem_id="extras_gfpgan_visibility")
+                codeformer_visibility = gr.Slider(0, 1, value=0, step=0.001, label="CodeFormer visibility",
+                                                  elem_id="extras_codeformer_visibility")
+                codeformer_weight = gr.Slider(0, 1, value=0, step=0.001,
+                                              label="CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
+                                              elem_id="extras_codeformer_weight")
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
         with gr.Column():
             gallery = gr.Gallery(label="Result", elem_id="extras_gallery", columns=2, height=480, format="png",
                                  interactive=False)
             info = gr.HTML(elem_id="html_info_extras")
 
-    def process(tab, single, many, in_dir, out_dir, rmode, by_factor, w, h, do_crop, up1, up2, vis):
+    def process(tab, single, many, in_dir, out_dir, rmode, by_factor, w, h, do_crop, up1, up2, vis, gfpgan,
+                codeformer, weight):
         req = ExtrasRequest(resize_mode=int(rmode), upscaling_resize=float(by_factor), upscaling_resize_w=int(w),
                             upscaling_resize_h=int(h), upscaling_crop=bool(do_crop), upscaler_1=up1,
-                            upscaler_2=up2, extras_upscaler_2_visibility=float(vis))
+                            upscaler_2=up2, extras_upscaler_2_visibility=float(vis), gfpgan_visibility=float(gfpgan),
+                            codeformer_visibility=float(codeformer), codeformer_weight=float(weight))
         problems: list[str] = []
         try:
             if tab == "single":
@@ -91,6 +101,7 @@ def build(worker: GenerationWorker, show_dir_fields: bool) -> gr.Image:
         return results, f"<p>{html.escape(texts[0]).replace(chr(10), '<br>')}</p>{notes}"
 
     run.click(process, inputs=[mode, image, files, input_dir, output_dir, resize_mode, factor, width, height, crop,
-                               upscaler_1, upscaler_2, visibility], outputs=[gallery, info], api_name="extras",
+                               upscaler_1, upscaler_2, visibility, gfpgan_visibility, codeformer_visibility,
+                               codeformer_weight], outputs=[gallery, info], api_name="extras",
               concurrency_limit=1, concurrency_id="generate")
     return image
