@@ -46,8 +46,7 @@ def build_app(args) -> WebUI:
                               styles_file=Path(args.styles_file) if args.styles_file else None)
     services.load_initial_checkpoint(args.ckpt)
     api = ApiServices(worker=services.worker, save_settings=services.save_settings, cmd_flags=vars(args),
-                      frozen_settings=args.freeze_settings, hide_dir_settings=args.hide_ui_dir_config,
-                      realesrgan_dir=paths.realesrgan_dir)
+                      frozen_settings=args.freeze_settings, hide_dir_settings=args.hide_ui_dir_config)
     demo = None
     if not args.nowebui:
         from modules.ui.app import create_ui

@@ -8,10 +8,11 @@ SIZE_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}
 
 
 # A1111's flags for the upscaler and face-restoration folders (SwinIR's and ScuNET's come from its built-in
-# extensions), and the folder each replaces.
+# extensions), and the folder under models/ each goes with: an upscaler flag's folder is searched besides it, a
+# face-restoration flag's folder replaces it (as in A1111).
 MODEL_PATH_FLAGS = {"esrgan-models-path": "ESRGAN", "bsrgan-models-path": "BSRGAN",
                     "realesrgan-models-path": "RealESRGAN", "swinir-models-path": "SwinIR",
-                    "scunet-models-path": "ScuNET", "gfpgan-models-path": "GFPGAN",
+                    "scunet-models-path": "ScuNET", "dat-models-path": "DAT", "gfpgan-models-path": "GFPGAN",
                     "codeformer-models-path": "Codeformer"}
 
 
@@ -77,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--embeddings-dir", default=None,
                        help="folder with textual-inversion embeddings (default embeddings/)")
     for flag, folder in MODEL_PATH_FLAGS.items():
-        paths.add_argument(f"--{flag}", default=None, metavar="DIR", help=f"folder with {folder} models (default "
-                           f"models/{folder})")
+        paths.add_argument(f"--{flag}", default=None, metavar="DIR", help=f"folder with {folder} models (besides "
+                           f"or instead of models/{folder})")
     paths.add_argument("--ui-settings-file", default=None, help="settings file (default config.json)")
     paths.add_argument("--styles-file", default=None, help="prompt styles file (default styles.csv)")
 

@@ -116,7 +116,7 @@ class Options:
                                                  minimum=1, maximum=20)
     # ---- upscaling
     ESRGAN_tile: int = _setting(192, "Tile size for ESRGAN upscalers.", "upscaling",
-                                "0 = no tiling; model upscalers work tile by tile so any picture fits in memory",
+                                "0 = no tiling; model upscalers work tile by tile, which bounds their device memory",
                                 minimum=0, maximum=512)
     ESRGAN_tile_overlap: int = _setting(8, "Tile overlap for ESRGAN upscalers.", "upscaling",
                                         "Low values = visible seam", minimum=0, maximum=48)

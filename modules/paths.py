@@ -15,11 +15,16 @@ BUILTIN_UPSCALER_DIR = REPO_ROOT / "models" / "ESRGAN"  # the shipped upscaler (
 UPSCALER_FOLDERS = ("ESRGAN", "BSRGAN", "RealESRGAN", "SwinIR", "ScuNET", "DAT", "HAT")  # A1111's, under models/
 
 
-def _model_folder(args, models: Path, name: str) -> Path:
-    """models/<name>, or the folder its A1111 flag (--esrgan-models-path & co.) gives."""
+def _flag_folder(args, name: str) -> Path | None:
+    """The folder A1111's flag for models/<name> gives (--esrgan-models-path & co.), if given."""
     flag = next((f for f, folder in MODEL_PATH_FLAGS.items() if folder == name), None)
     given = getattr(args, flag.replace("-", "_"), None) if flag else None
-    return Path(given).expanduser().resolve() if given else models / name
+    return Path(given).expanduser().resolve() if given else None
+
+
+def _model_folders(args, models: Path, name: str) -> list[Path]:
+    """Where upscalers of one kind are searched: the flag's folder first, then models/<name> (A1111 looks in both)."""
+    return list(dict.fromkeys([f for f in (_flag_folder(args, name), models / name) if f is not None]))
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class Paths:
     lora_dirs: tuple[Path, ...]  # the user's (lora_dir, LyCORIS) and the built-in one, searched in this order
     embeddings_dirs: tuple[Path, ...]
     upscaler_dirs: tuple[Path, ...]  # A1111's upscaler folders, then the built-in one
-    realesrgan_dir: Path  # one of them: /sdapi/v1/realesrgan-models lists its files
+    realesrgan_dirs: tuple[Path, ...]  # some of them: Real-ESRGAN's releases there get A1111's names
     gfpgan_dir: Path
     codeformer_dir: Path
     outputs_dir: Path
@@ -70,11 +75,12 @@ class Paths:
             embeddings_dir=embeddings_dir,
             lora_dirs=tuple(dict.fromkeys([lora_dir, models / "LyCORIS", BUILTIN_LORA_DIR])),
             embeddings_dirs=tuple(dict.fromkeys([embeddings_dir, BUILTIN_EMBEDDINGS_DIR])),
-            upscaler_dirs=tuple(dict.fromkeys([*(_model_folder(args, models, name) for name in UPSCALER_FOLDERS),
+            upscaler_dirs=tuple(dict.fromkeys([*(folder for name in UPSCALER_FOLDERS
+                                                 for folder in _model_folders(args, models, name)),
                                                BUILTIN_UPSCALER_DIR])),
-            realesrgan_dir=_model_folder(args, models, "RealESRGAN"),
-            gfpgan_dir=_model_folder(args, models, "GFPGAN"),
-            codeformer_dir=_model_folder(args, models, "Codeformer"),
+            realesrgan_dirs=tuple(_model_folders(args, models, "RealESRGAN")),
+            gfpgan_dir=_flag_folder(args, "GFPGAN") or models / "GFPGAN",
+            codeformer_dir=_flag_folder(args, "Codeformer") or models / "Codeformer",
             outputs_dir=data / "outputs",
             config_file=Path(args.ui_settings_file).expanduser().resolve() if args.ui_settings_file
             else data / "config.json",

@@ -203,7 +203,7 @@ def test_should_stop_is_asked_between_faces(restorers):
     two = Image.new("RGB", (1024, 512))
     two.paste(face, (0, 0))
     two.paste(face.transpose(Image.FLIP_LEFT_RIGHT), (512, 0))
-    assert len(restorers.detect(two)) == 2
+    assert len(restorers.detector().detect(np.asarray(two))) == 2
     asked = []
 
     def should_stop():

@@ -10,7 +10,7 @@ from PIL import Image
 from modules.generation import Img2ImgRequest, Txt2ImgRequest, process_img2img, process_txt2img
 from modules.generation.extras import ExtrasRequest, PostprocessError, run_extras
 from modules.options import Options
-from modules.postprocessing.face_restoration import FaceRestorers
+from modules.postprocessing.face_restoration import FaceRestorers, RestorerError
 from tests.face_fixtures import FACE_REGION, astronaut
 from tests.helpers import job_context, serving_checkpoints
 from tests.test_api import b64_png, call, picture
@@ -84,6 +84,27 @@ def test_without_the_model_pictures_come_with_a_warning(services, tmp_path):
     folder = tmp_path / "Codeformer"
     assert res.warnings == [f"restore_faces: no CodeFormer model: put codeformer-v0.1.0.pth in {folder}; faces were "
                             f"not restored"]
+
+
+class FailingRestorers(RecordingRestorers):
+    def restore(self, name, picture, **kwargs):
+        raise RestorerError("RestoreFormer (RestoreFormer.pth) failed on a face: RuntimeError: out of memory")
+
+
+def test_a_failing_restorer_keeps_the_pictures_and_says_so(services, tmp_path):
+    ctx = recording_context(services, tmp_path, face_restoration_model="RestoreFormer")
+    ctx = replace(ctx, face_restorers=FailingRestorers(services.context.face_restorers))
+    res = process_txt2img(small(restore_faces=True, n_iter=2), ctx)
+    assert len(res.images) == 4 and not any("Face restoration" in text for text in res.infotexts)
+    assert res.warnings == ["restore_faces: RestoreFormer (RestoreFormer.pth) failed on a face: RuntimeError: out of "
+                            "memory; faces were not restored"]  # once: left off for the rest of the job
+
+
+def test_detection_never_scales_a_picture_to_gigapixels():
+    from modules.postprocessing import face_detection as fd
+    scale = fd._detection_scale(1, 10000)  # A1111 would scale its short side to 640: 6.4 gigapixels
+    assert 10000 * scale * scale <= fd.DETECTION_MAX_PIXELS
+    assert fd._detection_scale(320, 480) == 2  # small pictures are still scaled up to a 640 short side
 
 
 def far_from_the_face(image: Image.Image) -> np.ndarray:

@@ -81,6 +81,40 @@ def test_random_bytes_are_reported_not_fatal(tmp_path):
     assert all(p.startswith(f"junk{i}.pth: ") for i, p in enumerate(found.problems))
 
 
+def test_a1111_names_for_real_esrgan_releases_and_no_shadowing_of_builtins(tmp_path):
+    esrgan, rrdb_new, compact, _ = tiny_models()
+    (tmp_path / "RealESRGAN").mkdir()
+    (tmp_path / "ESRGAN").mkdir()
+    torch.save({"params_ema": rrdb_new}, tmp_path / "RealESRGAN" / "RealESRGAN_x4plus.pth")
+    torch.save({"params": compact}, tmp_path / "RealESRGAN" / "realesr-general-x4v3.pth")
+    torch.save(esrgan, tmp_path / "ESRGAN" / "RealESRGAN_x2plus.pth")  # A1111's ESRGAN lists it by its stem
+    torch.save(esrgan, tmp_path / "ESRGAN" / "Lanczos.pth")
+    torch.save(esrgan, tmp_path / "ESRGAN" / "Latent (bicubic).pth")
+    upscalers = up.Upscalers([tmp_path / "ESRGAN", tmp_path / "RealESRGAN"],
+                             realesrgan_folders=[tmp_path / "RealESRGAN"])
+    assert upscalers.names() == ["None", "Lanczos", "Nearest", "RealESRGAN_x2plus", "R-ESRGAN General 4xV3",
+                                 "R-ESRGAN 4x+"]
+    assert sorted(m.name for m in upscalers.realesrgan_models()) == ["R-ESRGAN 4x+", "R-ESRGAN General 4xV3"]
+    problems = upscalers.library.discovery.problems
+    assert problems == ["Lanczos.pth: named like a built-in upscaler (Lanczos); rename it",
+                        "Latent (bicubic).pth: named like a built-in upscaler (Latent (bicubic)); rename it"]
+
+
+def test_resamplers_resize_as_named():
+    upscalers = up.Upscalers([])
+    two = Image.fromarray(np.array([[[255, 0, 0], [0, 0, 255]]], dtype=np.uint8))
+    nearest = np.asarray(upscalers.upscale("Nearest", two, (8, 4)))
+    assert len(np.unique(nearest.reshape(-1, 3), axis=0)) == 2
+    lanczos = np.asarray(upscalers.upscale("Lanczos", two, (8, 4)))
+    assert len(np.unique(lanczos.reshape(-1, 3), axis=0)) > 2
+    assert np.array_equal(np.asarray(upscalers.upscale("None", two, (8, 4))), lanczos)  # A1111 resizes with Lanczos
+
+
+def test_a_pass_too_large_for_memory_is_left_to_lanczos():
+    assert up.plan_passes((10000, 10000), (10100, 10100), 4) == []  # 40000x40000 would be 19 GB of floats
+    assert up.plan_passes((2048, 2048), (8192, 8192), 4) == [(2048, 2048)]
+
+
 @pytest.mark.parametrize("name,scale,target,passes", [
     ("realesr-tiny-x2", 2, 2, 1),
     ("realesr-tiny-x2", 2, 3, 2),  # 2, 4, then down to 3 with Lanczos

@@ -93,6 +93,12 @@ def test_hires_refuses_an_unknown_upscaler_naming_the_choices(services, tmp_path
         process_txt2img(hires("R-ESRGAN 4x+"), job_context(services, tmp_path))
 
 
+def test_extras_upscaler_none_leaves_the_picture_as_a1111(tmp_path):
+    src = smooth_picture(16, 16)
+    out, texts, _ = run_extras([src], ExtrasRequest(upscaler_1="None", upscaling_resize=2, save=False), tmp_path)
+    assert out[0].size == (16, 16) and texts == [""]
+
+
 def test_hires_none_resizes_like_lanczos_as_a1111(services, tmp_path):
     none = process_txt2img(hires("None"), job_context(services, tmp_path))
     lanczos = process_txt2img(hires("Lanczos"), job_context(services, tmp_path))
@@ -126,6 +132,10 @@ def test_extras_uses_the_model_with_the_tile_settings_and_stops_between_pictures
                                ExtrasRequest(upscaling_resize=3, upscaler_1="realesr-tiny-x2"), tmp_path, opts,
                                upscalers=upscalers, state=stopping)
     assert len(out) == len(paths) == 1 and paths[0].is_file()  # the picture done is kept and saved
+
+    interrupted = CountingState()
+    interrupted.interrupt()
+    assert run_extras([smooth_picture(8, 8)] * 3, ExtrasRequest(), tmp_path, state=interrupted) == ([], [], [])
 
     with pytest.raises(PostprocessError, match="unknown upscaler 'SwinIR 4x'"):
         run_extras([smooth_picture(8, 8)], ExtrasRequest(upscaler_1="SwinIR 4x"), tmp_path, upscalers=upscalers)

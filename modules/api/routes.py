@@ -265,7 +265,6 @@ class ApiServices:
     cmd_flags: dict[str, Any]
     frozen_settings: bool = False
     hide_dir_settings: bool = False  # --hide-ui-dir-config: PATH_SETTINGS cannot be changed
-    realesrgan_dir: Path | None = None  # models/RealESRGAN or --realesrgan-models-path
     # --api-server-stop: how the program that serves the API stops (webui.py sets them once its server exists)
     stop_server: typing.Callable[[], None] | None = None  # ends serving cleanly; the program then exits
     kill_server: typing.Callable[[], None] | None = None  # ends the program at once
@@ -532,6 +531,8 @@ class _Api:
 
     def extra_single_image(self, payload: ExtrasSinglePayload):  # type: ignore[valid-type]
         out, texts, _ = self._run_extras([decode_image(payload.image)], payload)
+        if not out:
+            return {"html_info": "Interrupted before the picture was done", "image": None}
         return {"html_info": texts[0], "image": encode_image(out[0], texts[0]) if payload.show_extras_results else None}
 
     def extra_batch_images(self, payload: ExtrasBatchPayload):
@@ -631,8 +632,7 @@ class _Api:
                  "need_inner_model": False} for s in SCHEDULERS]
 
     def upscalers(self):
-        """The resamplers and every model file found (folders rescanned: a file dropped in since shows)."""
-        self.ctx.upscalers.refresh()
+        """The resamplers and every model file found (the folders are scanned once, as A1111 does)."""
         return [{"name": e.name, "model_name": e.model.architecture if e.model else None,
                  "model_path": str(e.model.path) if e.model else None, "model_url": None, "scale": e.scale}
                 for e in self.ctx.upscalers.entries()]
@@ -708,19 +708,18 @@ class _Api:
         return []  # hypernetworks are not supported
 
     def face_restorers(self):
-        """A1111's restorers that have a model file (folders rescanned); cmd_dir: the folder each file is in."""
+        """As A1111: CodeFormer and GFPGAN always (without a model file, restore_faces says so in the warnings), and
+        RestoreFormer when its file is there; cmd_dir: the folder of the restorer's files."""
         restorers = self.ctx.face_restorers
         if restorers is None:
             return []
-        return [{"name": r.name, "cmd_dir": str(r.path.parent)} for r in restorers.refresh().restorers.values()]
+        names = dict.fromkeys(["CodeFormer", "GFPGAN", *restorers.names()])
+        return [{"name": name, "cmd_dir": str(restorers.folder_of(name))} for name in names]
 
     def realesrgan_models(self):
         """The model files in models/RealESRGAN (A1111 lists its built-in, downloaded ones; nothing downloads here)."""
-        if self.s.realesrgan_dir is None:
-            return []
-        self.ctx.upscalers.refresh()
         return [{"name": m.name, "path": str(m.path), "scale": m.scale}
-                for m in self.ctx.upscalers.models_in(self.s.realesrgan_dir)]
+                for m in self.ctx.upscalers.realesrgan_models()]
 
     def scripts(self):
         return {"txt2img": [], "img2img": []}  # A1111 scripts are not run here

@@ -1,4 +1,5 @@
-"""Extras: upscaling finished pictures (resize by a factor or to a size, two upscalers blended).
+"""Extras: upscaling finished pictures (resize by a factor or to a size, two upscalers blended), then restoring
+their faces (GFPGAN, then CodeFormer, each with its visibility), in A1111's order.
 
 Upscalers are the resamplers and the model files of `Upscalers`. The generation parameters an image carries are
 kept, with the upscale settings added, as A1111 does.
@@ -13,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from modules.generation import saving
+from modules.generation.progress import GenerationState
 from modules.generation.requests import GenerationError, read_picture
 from modules.options import Options
 from modules.postprocessing.face_restoration import FaceRestorers, RestoreInterruptedError, RestorerError
@@ -70,33 +72,47 @@ def target_size(req: ExtrasRequest, size: tuple[int, int]) -> tuple[int, int]:
 
 @dataclass
 class Upscaling:
-    """How Extras runs upscalers: which ones there are, the tile settings, and the job's interrupt/progress."""
+    """How Extras runs upscalers: which ones there are, the tile settings, and the job's progress and interrupt
+    (`state`, a GenerationState: a model's tiles are the steps of the picture's pass)."""
 
     upscalers: Upscalers
     tile_size: int = TILE_SIZE
     tile_overlap: int = TILE_OVERLAP
-    should_stop: Callable[[], bool] | None = None
-    progress: Callable[[int, int], None] | None = None
+    state: GenerationState | None = None
+
+    def should_stop(self) -> bool:
+        return self.state is not None and self.state.interrupted
 
     def resize(self, image: Image.Image, upscaler: str, size: tuple[int, int]) -> Image.Image:
+        state = self.state
         try:
+            if state is not None:
+                steps = self.upscalers.progress_steps(upscaler, image.size, size, self.tile_size, self.tile_overlap)
+                if steps:
+                    state.begin_pass(steps)
             return self.upscalers.upscale(upscaler, image, size, tile_size=self.tile_size,
                                           tile_overlap=self.tile_overlap, should_stop=self.should_stop,
-                                          progress=self.progress)
+                                          progress=None if state is None else lambda done, total: state.step_done())
         except UpscalerError as e:
             raise PostprocessError(str(e)) from e
 
 
 def upscale(image: Image.Image, req: ExtrasRequest, upscaling: Upscaling) -> tuple[Image.Image, dict]:
-    """The upscaled picture and the parameters to add to its infotext. Raises UpscaleInterruptedError."""
+    """The upscaled picture and the parameters to add to its infotext (upscaler 1 "None": the picture as it is and
+    none, as A1111). Raises UpscaleInterruptedError."""
+    if req.upscaler_1 == "None":
+        return image, {}
     w, h = target_size(req, image.size)
-    if w < 1 or h < 1 or w * h > 16384 * 16384:
+    if w < 1 or h < 1 or w * h > MAX_SIDE * MAX_SIDE:
         raise PostprocessError(f"target size {w}x{h} is out of range")
     source = image.convert("RGB")
     if req.resize_mode == 1 and req.upscaling_crop:
         # scale to cover the target, then crop the middle (keeps the aspect ratio)
         ratio = max(w / source.width, h / source.height)
         cover = (max(w, round(source.width * ratio)), max(h, round(source.height * ratio)))
+        if max(cover) > MAX_SIDE * 4 or cover[0] * cover[1] > MAX_SIDE * MAX_SIDE:
+            raise PostprocessError(f"a {source.width}x{source.height} picture cropped to fill {w}x{h} would first be "
+                                   f"resized to {cover[0]}x{cover[1]}; that is too large")
         first = upscaling.resize(source, req.upscaler_1, cover)
         left, top = (cover[0] - w) // 2, (cover[1] - h) // 2
         result = first.crop((left, top, left + w, top + h))
@@ -119,8 +135,8 @@ def upscale(image: Image.Image, req: ExtrasRequest, upscaling: Upscaling) -> tup
 
 def _merged_infotext(original: str | None, params: dict) -> str:
     extra = ", ".join(f"{k}: {v}" for k, v in params.items())
-    if not original:
-        return extra
+    if not original or not extra:
+        return original or extra
     return f"{original}, {extra}" if "\n" in original else f"{original}\n{extra}"
 
 
@@ -154,16 +170,12 @@ def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Pat
     its interrupt stops between tiles and faces, keeping the pictures done (saved, returned) before it."""
     req.validate()
     opts = options or Options()
-    upscaling = Upscaling(upscalers or Upscalers([]), opts.ESRGAN_tile, opts.ESRGAN_tile_overlap)
-    if state is not None:
-        def tile_done(done: int, total: int) -> None:
-            if done == 1:
-                state.begin_pass(total)
-            state.step_done()
-        upscaling.should_stop, upscaling.progress = (lambda: state.interrupted), tile_done
+    upscaling = Upscaling(upscalers or Upscalers([]), opts.ESRGAN_tile, opts.ESRGAN_tile_overlap, state)
     folder = into if into is not None else saving.output_folder(opts, outputs_dir, "extras-images")
     results, texts, paths = [], [], []
     for number, picture in enumerate(pictures):
+        if upscaling.should_stop():
+            break
         if state is not None:
             state.begin_pass(1, job_no=number)
         try:
@@ -171,6 +183,9 @@ def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Pat
             image, restored = restore_faces(image, req, face_restorers, upscaling.should_stop)
         except (UpscaleInterruptedError, RestoreInterruptedError):
             break
+        finally:
+            if face_restorers is not None and opts.face_restoration_unload:
+                face_restorers.offload()
         params.update(restored)
         text = _merged_infotext(saving.read_infotext(picture), params)
         results.append(image)

@@ -34,7 +34,7 @@ from modules.generation.progress import GenerationState
 from modules.generation.requests import VERSION, GenerationError, GenerationRequest, GenerationResult, check_prompt
 from modules.models.checkpoint_io import CheckpointError
 from modules.options import Options
-from modules.postprocessing.face_restoration import FaceRestorers, RestoreInterruptedError, RestorerError
+from modules.postprocessing.face_restoration import FaceRestorers, RestorerError
 from modules.postprocessing.upscalers import Upscalers
 from modules.sampling import preview, rng
 from modules.sampling.denoiser import CFGDenoiser, LatentMask, UNetDenoiser
@@ -225,26 +225,23 @@ class Job:
 
     def decode(self, latent: torch.Tensor) -> list[Image.Image]:
         """The finished pictures of a batch: decoded, then faces restored when the job asks for it (before img2img's
-        colour correction and paste-back, as A1111)."""
+        colour correction and paste-back, and for interrupted pictures too, as A1111). A restorer that fails is
+        reported and left off for the rest of the job; the pictures are kept."""
         pictures = self.model.decode_latents(latent)
         if self.face_restorer is None:
             return pictures
-        restorers, state = self.ctx.face_restorers, self.ctx.state
-        restored = []
+        restorers = self.ctx.face_restorers
         try:
-            for picture in pictures:
-                restored.append(restorers.restore(self.face_restorer, picture,
-                                                  codeformer_weight=self.opts.code_former_weight,
-                                                  should_stop=lambda: state.interrupted))
-        except RestoreInterruptedError:
-            self.warnings.append(f"interrupted: faces not restored in {len(pictures) - len(restored)} picture(s)")
-            restored += pictures[len(restored):]
+            return [restorers.restore(self.face_restorer, picture, codeformer_weight=self.opts.code_former_weight)
+                    for picture in pictures]
         except RestorerError as e:
-            raise GenerationError(f"restore_faces: {e}") from e
+            self.warnings.append(f"restore_faces: {e}; faces were not restored")
+            log.error("%s", self.warnings[-1])
+            self.face_restorer = None  # the infotext no longer claims it
+            return pictures
         finally:
             if self.opts.face_restoration_unload:
-                restorers.release()
-        return restored
+                restorers.offload()
 
     # ---- the loop ----
     def run(self, mode: Mode) -> GenerationResult:

@@ -71,7 +71,7 @@ def build_services(paths: Paths, policy: DevicePolicy, options: Options | None =
         loras=LoraApplier(list(paths.lora_dirs), allow_unsafe_pickle=allow_unsafe_pickle),
         styles=StyleDatabase(styles_file or paths.data_dir / "styles.csv"),
         upscalers=Upscalers(paths.upscaler_dirs, policy.device, half=policy.unet.compute != torch.float32,
-                            allow_unsafe_pickle=allow_unsafe_pickle),
+                            allow_unsafe_pickle=allow_unsafe_pickle, realesrgan_folders=paths.realesrgan_dirs),
         face_restorers=FaceRestorers(paths.gfpgan_dir, paths.codeformer_dir, device=policy.device,
                                      allow_unsafe_pickle=allow_unsafe_pickle))
     return Services(paths, options, manager, context, GenerationWorker(context))

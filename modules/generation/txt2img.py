@@ -140,20 +140,17 @@ class Txt2Img:
                           ) -> list[Image.Image] | None:
         """The first pass's pictures upscaled in image space for the hires pass (None: interrupted). A model
         upscaler's tiles are the steps of pass `job_no` in the progress bar."""
-        state, opts = job.ctx.state, job.ctx.options
+        state, opts, name = job.ctx.state, job.ctx.options, self.req.hr_upscaler
+        steps = sum(self.upscalers.progress_steps(name, p.size, size, opts.ESRGAN_tile, opts.ESRGAN_tile_overlap)
+                    for p in pictures)
+        if steps:
+            state.begin_pass(steps, job_no=job_no)
         upscaled = []
-
-        def tile_done(done: int, total: int) -> None:
-            if done == 1:
-                state.begin_pass(total * len(pictures), job_no=job_no)
-            state.step_done()
-
         for picture in pictures:
             try:
                 upscaled.append(self.upscalers.upscale(
-                    self.req.hr_upscaler, picture, size, tile_size=opts.ESRGAN_tile,
-                    tile_overlap=opts.ESRGAN_tile_overlap, should_stop=lambda: state.should_stop,
-                    progress=tile_done if not upscaled else lambda done, total: state.step_done()))
+                    name, picture, size, tile_size=opts.ESRGAN_tile, tile_overlap=opts.ESRGAN_tile_overlap,
+                    should_stop=lambda: state.should_stop, progress=lambda done, total: state.step_done()))
             except UpscaleInterruptedError:
                 return None
             except UpscalerError as e:

@@ -108,6 +108,8 @@ def load_pickle(path: Path, allow_unsafe: bool) -> object:
         detail = next((line.strip() for line in reversed(text.splitlines()) if line.startswith("Unsupported")),
                       type(e).__name__)
         raise CheckpointError(path, f"not a readable checkpoint (corrupt or truncated?): {detail}") from e
+    except MemoryError:
+        raise
     except Exception as e:  # unpickling arbitrary bytes fails in many ways (IndexError, KeyError, EOFError...)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(path, f"not a readable checkpoint (corrupt or truncated?): {first}") from e

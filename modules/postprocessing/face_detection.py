@@ -29,6 +29,7 @@ from modules.models.checkpoint_io import CheckpointError, read_state_dict
 FFHQ_LANDMARKS_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
                                [201.26117, 371.41043], [313.08905, 371.15118]], dtype=np.float64)
 DETECTION_SHORT_SIDE = 640  # A1111: pictures with a shorter short side are scaled up to it for detection
+DETECTION_MAX_PIXELS = 4096 * 4096  # the scaling up stops there
 MIN_EYE_DISTANCE = 5.0  # A1111: faces whose eyes are closer than this (in picture pixels) are skipped
 
 
@@ -65,8 +66,10 @@ def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def _detection_scale(height: int, width: int) -> float:
-    """A1111 scales small pictures up (never down) before detection, so that small faces are found."""
-    return max(1.0, DETECTION_SHORT_SIDE / min(height, width))
+    """A1111 scales small pictures up (never down) before detection, so that small faces are found; here never
+    beyond DETECTION_MAX_PIXELS (a 10000x1 picture must not become gigapixels)."""
+    scale = max(1.0, DETECTION_SHORT_SIDE / min(height, width))
+    return min(scale, max(1.0, (DETECTION_MAX_PIXELS / (height * width)) ** 0.5))
 
 
 def _scaled_for_detection(rgb: np.ndarray) -> tuple[np.ndarray, float]:
@@ -289,9 +292,6 @@ def read_retinaface_weights(path: Path, allow_unsafe_pickle: bool = False) -> di
         state_dict = {k.removeprefix("module."): raw[k] for k in raw}
     except CheckpointError as e:
         raise FaceDetectorError(str(e)) from e
-    except Exception as e:  # torch's weights-only unpickler raises IndexError and others on some garbage files
-        raise FaceDetectorError(f"{Path(path).name}: not a readable checkpoint (corrupt or truncated?): "
-                                f"{type(e).__name__}: {e}") from e
     problem = _layout_problem(state_dict)
     if problem:
         raise FaceDetectorError(f"{Path(path).name}: {problem}")

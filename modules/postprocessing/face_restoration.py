@@ -131,9 +131,6 @@ def load_descriptor(path: Path, allow_unsafe_pickle: bool = False):
         sd = dict(read_state_dict(path, allow_unsafe_pickle, wrappers=_WRAPPER_KEYS))
     except CheckpointError as e:
         raise RestorerError(str(e)) from e
-    except Exception as e:  # torch's weights-only unpickler raises IndexError and others on some garbage files
-        raise RestorerError(f"{path.name}: not a readable checkpoint (corrupt or truncated?): "
-                            f"{type(e).__name__}: {e}") from e
     try:
         desc = spandrel.ModelLoader().load_from_state_dict(sd)
     except spandrel.UnsupportedModelError as e:
@@ -292,6 +289,10 @@ class FaceRestorers:
         """A1111's names of the restorers that have a usable file ("CodeFormer", "GFPGAN", maybe "RestoreFormer")."""
         return self.discovery.names()
 
+    def folder_of(self, name: str) -> Path:
+        """The folder a restorer's file goes in (RestoreFormer's: models/GFPGAN)."""
+        return self.folders[CODEFORMER if name == CODEFORMER else GFPGAN]
+
     def model(self, name: str) -> RestorerModel:
         found = self.discovery.restorers.get(name)
         if found is not None:
@@ -320,7 +321,13 @@ class FaceRestorers:
             desc = load_descriptor(model.path, self.allow_unsafe_pickle)
             half = self.device.type == "cuda" and desc.supports_half
             self._loaded = (key, (desc.half() if half else desc).to(self.device).model)
-        return self._loaded[1]
+        return self._loaded[1].to(self.device)  # back from the CPU after `offload`
+
+    def offload(self) -> None:
+        """The setting face_restoration_unload: the loaded network waits in RAM, not VRAM, until used again."""
+        if self._loaded is not None and self.device.type != "cpu":
+            self._loaded[1].to("cpu")
+            torch.cuda.empty_cache()
 
     def _release_restorer(self) -> None:
         if self._loaded is not None:
@@ -349,9 +356,6 @@ class FaceRestorers:
         return self._detector[1]
 
     # ---- restoring ----
-
-    def detect(self, picture: Image.Image) -> list[Face]:
-        return self.detector().detect(np.asarray(picture.convert("RGB")))
 
     def restore(self, name: str, picture: Image.Image, *, codeformer_weight: float = 0.5, visibility: float = 1.0,
                 should_stop: Callable[[], bool] | None = None) -> Image.Image:

@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 
 # A1111's upscalers that need no model, in its order; "None" leaves the picture to the final Lanczos resize.
 RESAMPLERS = {"None": None, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
+# A1111's names for Real-ESRGAN's released files in models/RealESRGAN (infotexts and API clients use them).
+REALESRGAN_NAMES = {"realesr-general-x4v3": "R-ESRGAN General 4xV3",
+                    "realesr-general-wdn-x4v3": "R-ESRGAN General WDN 4xV3",
+                    "realesr-animevideov3": "R-ESRGAN AnimeVideo", "RealESRGAN_x4plus": "R-ESRGAN 4x+",
+                    "RealESRGAN_x4plus_anime_6B": "R-ESRGAN 4x+ Anime6B", "RealESRGAN_x2plus": "R-ESRGAN 2x+"}
+MAX_PASS_PIXELS = 8192 * 8192  # a model pass that would make more pixels is left to Lanczos (host memory)
 MODEL_SUFFIXES = (".pth", ".pt", ".safetensors")
 TILE_SIZE = 192  # A1111's "Tile size for ESRGAN upscalers" (0: the whole picture at once)
 TILE_OVERLAP = 8  # A1111's "Tile overlap for ESRGAN upscalers", in pixels of the input
@@ -50,13 +56,14 @@ class UpscaleInterruptedError(Exception):
 
 @dataclass(frozen=True)
 class UpscalerModel:
-    """One usable model file: `name` is what A1111 shows (the file stem)."""
+    """One usable model file: `name` is what A1111 shows (the file stem; A1111's names for Real-ESRGAN's releases)."""
 
     name: str
     path: Path
     scale: int
     architecture: str
     tags: tuple[str, ...] = ()
+    tiles_internally: bool = False  # spandrel says the architecture must see the whole picture
 
 
 @dataclass
@@ -113,18 +120,30 @@ def load_descriptor(path: Path, allow_unsafe_pickle: bool = False):
     return desc.float().eval()
 
 
-def _describe(path: Path, desc) -> UpscalerModel:
-    return UpscalerModel(name=path.stem, path=path, scale=int(desc.scale), architecture=desc.architecture.name,
-                         tags=tuple(desc.tags))
+def _describe(path: Path, desc, realesrgan_folders: tuple[Path, ...]) -> UpscalerModel:
+    name = path.stem
+    if any(path.is_relative_to(folder) for folder in realesrgan_folders):
+        name = REALESRGAN_NAMES.get(name, name)
+    from spandrel import ModelTiling
+
+    return UpscalerModel(name=name, path=path, scale=int(desc.scale), architecture=desc.architecture.name,
+                         tags=tuple(desc.tags), tiles_internally=desc.tiling == ModelTiling.INTERNAL)
+
+
+def _shadows_a_builtin(name: str) -> bool:
+    """A file named like a resampler or a hires-fix latent mode ("Latent", "Latent (bicubic)"...) would hide it."""
+    return name in RESAMPLERS or name == "Latent" or name.startswith("Latent (")
 
 
 class UpscalerLibrary:
     """The model upscalers of some folders. `refresh` rescans; files are read again only when they changed,
     and each unusable file is logged once (until it changes)."""
 
-    def __init__(self, folders: Iterable[Path], allow_unsafe_pickle: bool = False):
+    def __init__(self, folders: Iterable[Path], allow_unsafe_pickle: bool = False,
+                 realesrgan_folders: Iterable[Path] = ()):
         self.folders = [Path(f) for f in folders]
         self.allow_unsafe_pickle = allow_unsafe_pickle
+        self.realesrgan_folders = tuple(Path(f) for f in realesrgan_folders)  # releases there get A1111's names
         self._seen: dict[Path, tuple[tuple[int, int], UpscalerModel | str]] = {}
         self.discovery = Discovery()
 
@@ -144,7 +163,7 @@ class UpscalerLibrary:
             else:
                 try:
                     desc = load_descriptor(path, self.allow_unsafe_pickle)
-                    outcome = _describe(path, desc)
+                    outcome = _describe(path, desc, self.realesrgan_folders)
                     del desc
                 except UpscalerError as e:
                     outcome = str(e)
@@ -152,6 +171,8 @@ class UpscalerLibrary:
             seen[path] = (stamp, outcome)
             if isinstance(outcome, str):
                 result.problems.append(outcome)
+            elif _shadows_a_builtin(outcome.name):
+                result.problems.append(f"{path.name}: named like a built-in upscaler ({outcome.name}); rename it")
             elif outcome.name in names:
                 result.problems.append(f"{path.name}: same name as {names[outcome.name]}; only that one is listed")
             else:
@@ -219,7 +240,7 @@ def plan_passes(size: tuple[int, int], target: tuple[int, int], scale: int) -> l
     while len(sizes) < MAX_PASSES:
         below = w < target[0] or h < target[1]
         first = not sizes and target[0] >= size[0] and target[1] >= size[1]
-        if not (below or first) or (sizes and scale <= 1):
+        if not (below or first) or (sizes and scale <= 1) or w * h * scale * scale > MAX_PASS_PIXELS:
             break
         sizes.append((w, h))
         w, h = w * scale, h * scale
@@ -351,14 +372,15 @@ class Upscalers:
     `refresh`). One model stays loaded; running an upscaler is serialised, as the loaded model is shared."""
 
     def __init__(self, folders: Iterable[Path], device: torch.device | str = "cpu", half: bool = True,
-                 allow_unsafe_pickle: bool = False):
-        self.library = UpscalerLibrary(folders, allow_unsafe_pickle)
+                 allow_unsafe_pickle: bool = False, realesrgan_folders: Iterable[Path] = ()):
+        self.library = UpscalerLibrary(folders, allow_unsafe_pickle, realesrgan_folders)
         self.cache = ModelCache(device, allow_unsafe_pickle, half=half)
-        self._lock = threading.Lock()
+        self._scan_lock = threading.Lock()  # a rescan (an API list call) need not wait for an upscale
+        self._run_lock = threading.Lock()
         self._refreshed = False
 
     def refresh(self) -> Discovery:
-        with self._lock:
+        with self._scan_lock:
             self._refreshed = True
             return self.library.refresh()
 
@@ -371,15 +393,27 @@ class Upscalers:
     def names(self) -> list[str]:
         return [e.name for e in self.entries()]
 
-    def models_in(self, folder: Path) -> list[UpscalerModel]:
-        """The listed models whose files are in `folder` (/sdapi/v1/realesrgan-models: models/RealESRGAN)."""
-        return [e.model for e in self.entries() if e.model is not None and e.model.path.is_relative_to(folder)]
+    def realesrgan_models(self) -> list[UpscalerModel]:
+        """The listed models in the Real-ESRGAN folders (/sdapi/v1/realesrgan-models)."""
+        folders = self.library.realesrgan_folders
+        return [e.model for e in self.entries()
+                if e.model is not None and any(e.model.path.is_relative_to(f) for f in folders)]
 
     def entry(self, name: str) -> UpscalerEntry:
         found = {e.name: e for e in self.entries()}
         if name not in found:
             raise UpscalerError(f"unknown upscaler {name!r}; choose one of {', '.join(found)}")
         return found[name]
+
+    def progress_steps(self, name: str, picture_size: tuple[int, int], size: tuple[int, int], tile_size: int,
+                       tile_overlap: int) -> int:
+        """How many times `upscale` will report progress for this picture (0: a resampler does it at once)."""
+        model = self.entry(name).model
+        if model is None:
+            return 0
+        passes = plan_passes(picture_size, size, model.scale)
+        whole = tile_size <= 0 or model.tiles_internally
+        return sum(1 if whole else count_tiles(s, tile_size, tile_overlap) for s in passes)
 
     def upscale(self, name: str, picture: Image.Image, size: tuple[int, int], *, tile_size: int = TILE_SIZE,
                 tile_overlap: int = TILE_OVERLAP, should_stop: Callable[[], bool] | None = None,
@@ -388,9 +422,11 @@ class Upscalers:
         than the target, then Lanczos; a resampler directly ("None": Lanczos, as A1111 resizes then)."""
         entry = self.entry(name)
         if entry.model is None or not plan_passes(picture.size, size, entry.model.scale):
-            resample = RESAMPLERS.get(entry.name) or Image.LANCZOS
-            return picture if picture.size == size else picture.resize(size, resample)
-        with self._lock:
+            resample = RESAMPLERS.get(entry.name)
+            if picture.size == size:
+                return picture
+            return picture.resize(size, Image.LANCZOS if resample is None else resample)
+        with self._run_lock:
             try:
                 return self.cache.upscale(entry.model, picture, 0, size=size, tile_size=tile_size,
                                           tile_overlap=tile_overlap, should_stop=should_stop, progress=progress)
