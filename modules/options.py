@@ -120,6 +120,8 @@ class Options:
                                 minimum=0, maximum=512)
     ESRGAN_tile_overlap: int = _setting(8, "Tile overlap for ESRGAN upscalers.", "upscaling",
                                         "Low values = visible seam", minimum=0, maximum=48)
+    upscaler_for_img2img: str = _setting("None", "Upscaler for img2img", "upscaling",
+                                         "enlarges img2img's input picture to the chosen size; None: Lanczos")
     # ---- face restoration
     face_restoration: bool = _setting(False, "Restore faces", "face-restoration",
                                       "will use a third-party model on generation result to reconstruct faces")

@@ -118,7 +118,8 @@ def settings_apply(options: Options, save=lambda: None, shown: dict | None = Non
     the page showed (`shown`, by default what the options hold) and every control's value, changed or not."""
     with gr.Blocks() as demo:
         page = settings_page.build(options, save, lambda fn: fn(), frozen=False, show_dir_fields=True,
-                                   localizations=[], tab_names=[], quick={}, tabs={})
+                                   extra_choices=settings_page.page_choices([], [], []), quick={},
+                                   tabs={})
     handler = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "apply_settings")
 
     showing = dict(shown) if shown is not None else {n: getattr(options, n) for n in page.controls}

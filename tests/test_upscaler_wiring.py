@@ -180,3 +180,20 @@ def test_api_extras_and_hires_run_the_model(api_url):
     status, answer, _ = call(api_url + "/sdapi/v1/txt2img", {"prompt": "x", "enable_hr": True,
                                                              "hr_upscaler": "4x-Missing"})
     assert status == 422 and "4x-Missing" in answer["detail"]
+
+
+def test_upscaler_for_img2img_enlarges_the_input(services, tmp_path):
+    from modules.generation import Img2ImgRequest, process_img2img
+
+    src = smooth_picture(16, 16)
+    ctx = job_context(services, tmp_path)
+    ctx.options.upscaler_for_img2img = "realesr-tiny-x2"
+    req = Img2ImgRequest(prompt="x", init_images=[src], width=32, height=32, denoising_strength=0, save_images=False)
+    res = process_img2img(req, ctx)
+    expected = services.context.upscalers.upscale("realesr-tiny-x2", src, (32, 32))
+    assert np.array_equal(np.asarray(res.images[0]), np.asarray(expected))
+    assert not np.array_equal(np.asarray(expected), np.asarray(src.resize((32, 32), Image.LANCZOS)))
+    ctx.options.upscaler_for_img2img = "R-ESRGAN 4x+"
+    res = process_img2img(req, ctx)
+    assert res.warnings == ["upscaler_for_img2img: unknown upscaler 'R-ESRGAN 4x+'; Lanczos used instead"]
+    assert np.array_equal(np.asarray(res.images[0]), np.asarray(src.resize((32, 32), Image.LANCZOS)))

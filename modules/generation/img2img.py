@@ -3,6 +3,7 @@ only the masked part changes (whole picture or "only masked" at full resolution)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,25 +20,33 @@ from modules.generation.requests import (
     Img2ImgRequest,
     read_picture,
 )
+from modules.postprocessing.upscalers import UpscalerError
 from modules.sampling import rng
 from modules.sampling.denoiser import LatentMask
 
+Resizer = Callable[[Image.Image, tuple[int, int]], Image.Image]
 
-def resize_image(mode: int, im: Image.Image, width: int, height: int) -> Image.Image:
-    """A1111's resize modes: 0 just resize, 1 crop and resize, 2 resize and fill (3: as 0, latent side)."""
+
+def _lanczos(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return im.resize(size, Image.LANCZOS)
+
+
+def resize_image(mode: int, im: Image.Image, width: int, height: int, resize: Resizer = _lanczos) -> Image.Image:
+    """A1111's resize modes: 0 just resize, 1 crop and resize, 2 resize and fill (3: as 0, latent side).
+    `resize` does the main resize of each mode (the "Upscaler for img2img" setting; Lanczos by default)."""
     if mode in (0, 3):
-        return im.resize((width, height), Image.LANCZOS)
+        return resize(im, (width, height))
     ratio, src_ratio = width / height, im.width / im.height
     if mode == 1:
         src_w = width if ratio > src_ratio else im.width * height // im.height
         src_h = height if ratio <= src_ratio else im.height * width // im.width
-        resized = im.resize((src_w, src_h), Image.LANCZOS)
+        resized = resize(im, (src_w, src_h))
         out = Image.new("RGB", (width, height))
         out.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
         return out
     src_w = width if ratio < src_ratio else im.width * height // im.height
     src_h = height if ratio >= src_ratio else im.height * width // im.width
-    resized = im.resize((src_w, src_h), Image.LANCZOS)
+    resized = resize(im, (src_w, src_h))
     out = Image.new("RGB", (width, height))
     out.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
     if ratio < src_ratio:
@@ -84,12 +93,16 @@ class Img2Img:
     def __init__(self, req: Img2ImgRequest):
         self.req = req
         self.init = req.init_images[0]
+        self.sized_init: Image.Image | None = None
         self.mask = _prepare_mask(req, self.init)
 
     def sample_batch(self, job: Job, batch: Batch) -> BatchOutput:
         req = self.req
         job.ctx.state.begin_pass(req.steps, job_no=batch.number)
-        pictures = _sample_pictures(job, batch, self.init, self.mask)
+        if self.sized_init is None:  # once per job: a model upscaler is slow
+            mode = req.resize_mode if req.resize_mode != 3 else 0
+            self.sized_init = resize_image(mode, self.init.convert("RGB"), req.width, req.height, input_resizer(job))
+        pictures = _sample_pictures(job, batch, self.sized_init, self.mask)
         params = {"Denoising strength": req.denoising_strength}
         if self.mask is not None:
             params.update({"Mask blur": req.mask_blur,
@@ -109,10 +122,11 @@ def process_img2img(req: Img2ImgRequest, ctx: ProcessingContext) -> GenerationRe
     if mode.mask is not None and (job.opts.save_mask or job.opts.save_mask_composite):
         job.mask_for_overlay = _overlay_mask(req, mode.mask)  # Job.save writes it beside each picture
     if req.denoising_strength <= 0:  # nothing to do: the input is the result (A1111 would still take one step)
-        image = resize_image(req.resize_mode, req.init_images[0].convert("RGB"), req.width, req.height)
+        image = resize_image(req.resize_mode, req.init_images[0].convert("RGB"), req.width, req.height,
+                             input_resizer(job))
         text = job.infotext(0, {"Denoising strength": 0})
         return GenerationResult([image], [text], job.all_seeds[:1], job.all_subseeds[:1],
-                                [p for p in [job.save(image, 0, text)] if p])
+                                [p for p in [job.save(image, 0, text)] if p], warnings=job.warnings)
     return job.run(mode)
 
 
@@ -163,14 +177,34 @@ def color_corrected(picture: Image.Image, reference: Image.Image) -> Image.Image
     return ImageCms.applyTransform(Image.fromarray(lab, "LAB"), _TO_RGB)
 
 
-def _sample_pictures(job: Job, batch: Batch, init_src: Image.Image, mask_full: Image.Image | None
+def input_resizer(job: Job) -> Resizer:
+    """How the input picture is enlarged to the request's size: with the "Upscaler for img2img" setting's upscaler
+    (only when enlarging, as A1111), else Lanczos. An unknown name is reported and Lanczos used."""
+    opts, upscalers = job.opts, job.ctx.upscalers
+    name = opts.upscaler_for_img2img
+    if name in ("", "None"):
+        return _lanczos
+    if name not in upscalers.names():
+        job.warnings.append(f"upscaler_for_img2img: unknown upscaler {name!r}; Lanczos used instead")
+        return _lanczos
+
+    def resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+        if size[0] <= im.width and size[1] <= im.height:
+            return _lanczos(im, size)
+        try:
+            return upscalers.upscale(name, im, size, tile_size=opts.ESRGAN_tile, tile_overlap=opts.ESRGAN_tile_overlap)
+        except UpscalerError as e:
+            raise GenerationError(f"upscaler_for_img2img: {e}") from e
+    return resize
+
+
+def _sample_pictures(job: Job, batch: Batch, init: Image.Image, mask_full: Image.Image | None
                      ) -> list[Image.Image]:
-    """One batch: the input (and mask) at the request's size, encoded, noised to the strength, sampled,
+    """One batch: the input (already at the request's size) and mask encoded, noised to the strength, sampled,
     decoded; with a mask, only masked pixels change."""
     req, model = job.req, job.model
     seeds = batch.seeds
     w, h = req.width, req.height
-    init = resize_image(req.resize_mode if req.resize_mode != 3 else 0, init_src.convert("RGB"), w, h)
     mask = None
     crop_box = None
     if mask_full is not None:

@@ -110,8 +110,8 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
         localizations = list_localizations(translation_folders)
         checkpoint, status, switch_checkpoint = quicksettings.build(manager, save_settings, worker)
-        quick = settings.build_quicksettings(manager.options, freeze_settings, show_dir_fields, localizations,
-                                             TAB_NAMES)
+        choices = settings.page_choices(localizations, TAB_NAMES, worker.ctx.upscalers.names())
+        quick = settings.build_quicksettings(manager.options, freeze_settings, show_dir_fields, choices)
         previews = networks.PreviewFiles()
         tabs: dict[str, gr.Tab] = {}
         with gr.Tabs(elem_id="tabs") as main_tabs:
@@ -129,7 +129,7 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
                 extensions.build(extensions_dir)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_page = settings.build(manager.options, save_settings, worker.with_lock, freeze_settings,
-                                               show_dir_fields, localizations, TAB_NAMES, quick, tabs)
+                                               show_dir_fields, choices, quick, tabs)
         for tab in (t2i, i2i):
             paste.wire_paste_button(tab)
             _wire_send_buttons(tab, i2i, extras_image, main_tabs)

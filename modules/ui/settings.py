@@ -62,10 +62,11 @@ def _control(name: str, value, *, elem_id: str, interactive: bool, extra_choices
     return gr.Textbox(**kwargs)
 
 
-def _extra_choices(localizations: list[str], tab_names: list[str]) -> dict[str, list[str]]:
-    """Choices known only when the page is built."""
+def page_choices(localizations: list[str], tab_names: list[str], upscalers: list[str]) -> dict[str, list[str]]:
+    """Choices known only when the page is built, for the Settings tab and the quicksettings alike."""
     return {"localization": ["None", *localizations], "hidden_tabs": [t for t in tab_names if t != "Settings"],
-            "quicksettings_list": [f.name for f in fields(Options) if info_of(f.name)["section"] != "hidden"]}
+            "quicksettings_list": [f.name for f in fields(Options) if info_of(f.name)["section"] != "hidden"],
+            "upscaler_for_img2img": upscalers}
 
 
 @dataclass
@@ -129,11 +130,10 @@ def _apply(options: Options, save: Callable[[], None], run_exclusive: Callable, 
 
 
 def build(options: Options, save: Callable[[], None], run_exclusive: Callable[[Callable[[], None]], object],
-          frozen: bool, show_dir_fields: bool, localizations: list[str], tab_names: list[str],
+          frozen: bool, show_dir_fields: bool, extra_choices: dict[str, list[str]],
           quick: dict[str, gr.components.Component], tabs: dict[str, gr.Tab]) -> SettingsPage:
     """The Settings tab's content, wired with the quicksettings; wire `SettingsPage.current` to the page's load
-    event. `tabs`: the page's tabs by name, for "Hidden UI tabs"."""
-    extra_choices = _extra_choices(localizations, tab_names)
+    event. `tabs`: the page's tabs by name, for "Hidden UI tabs"; `extra_choices`: `page_choices`."""
     names = shown_settings(show_dir_fields)
     controls: dict[str, gr.components.Component] = {}
     if frozen:
@@ -184,12 +184,11 @@ def build(options: Options, save: Callable[[], None], run_exclusive: Callable[[C
     return page
 
 
-def build_quicksettings(options: Options, frozen: bool, show_dir_fields: bool, localizations: list[str],
-                        tab_names: list[str]) -> dict[str, gr.components.Component]:
+def build_quicksettings(options: Options, frozen: bool, show_dir_fields: bool, extra_choices: dict[str, list[str]]
+                        ) -> dict[str, gr.components.Component]:
     """A control in the top bar for every setting the user may list in "Quicksettings list"; those not listed
     are hidden (the page-load event shows the listed ones). `build` wires them: a change applies and saves at
     once, as in A1111."""
-    extra_choices = _extra_choices(localizations, tab_names)
     quick = {}
     with gr.Row(elem_id="quicksettings_extra"):
         for name in shown_settings(show_dir_fields):
