@@ -21,6 +21,7 @@ KEPT = re.compile(r"^(SD VAE|VAE|LoRA|Lora|CFG|ENSD|PNG|JPEG|WebP|png|jpg|jpeg|w
                   r"Karras|Exponential|Uniform|SGM Uniform|Simple|Normal|Beta|Polyexponential|Align Your Steps|"
                   r"KL Optimal|"
                   r"DDIM|Lanczos|Nearest|Latent.*|Bicubic|Bilinear|Base|Citrus|Glass|Monochrome|Ocean|Origin|Soft|"
+                  r"CodeFormer|GFPGAN|RestoreFormer|"  # face restorers
                   r"Disable|Enable|Enable for SDXL|Textual Inversion|Checkpoints|Stable Diffusion( XL)?|"
                   r"safetensors|ckpt|[\w .-]+\.(safetensors|ckpt|pt|png|json|yaml)( \[\w+\])?|.*\d+(\.\d+)?%?.*|\W*|"
                   r"[a-z]+(_[A-Za-z0-9]+)+|common\.\w+)$")  # setting keys; Gradio's own untranslated i18n keys
