@@ -117,9 +117,9 @@ def test_extras_uses_the_model_with_the_tile_settings_and_stops_between_pictures
     state = CountingState()
     req = ExtrasRequest(upscaling_resize=3, upscaler_1="realesr-tiny-x2", save=False)
     out, texts, _ = run_extras([smooth_picture(40, 24)], req, tmp_path, opts, upscalers=upscalers, state=state)
-    # 2x twice (40x24: 3x2 tiles 12 px apart, then 80x48: 7x4 tiles), then Lanczos down to 3x
+    # 2x twice (40x24: 4x2 tiles starting every 8 px, the grid, then 80x48: 9x5 tiles), then Lanczos down to 3x
     assert out[0].size == (120, 72) and "Postprocess upscaler: realesr-tiny-x2" in texts[0]
-    assert state.passes == [(1, 0), (34, None)] and state.steps_seen == 34
+    assert state.passes == [(1, 0), (53, None)] and state.steps_seen == 53
     lanczos, _, _ = run_extras([smooth_picture(40, 24)], ExtrasRequest(upscaling_resize=3, save=False), tmp_path)
     assert not np.array_equal(np.asarray(out[0]), np.asarray(lanczos[0]))
 
@@ -127,7 +127,7 @@ def test_extras_uses_the_model_with_the_tile_settings_and_stops_between_pictures
     run_extras([smooth_picture(40, 24)], req, tmp_path, Options(ESRGAN_tile=0), upscalers=upscalers, state=whole)
     assert whole.steps_seen == 2  # 0: no tiling, one run per pass
 
-    stopping = CountingState(interrupt_after=36)  # two tiles into the second picture
+    stopping = CountingState(interrupt_after=55)  # two tiles into the second picture
     out, _, paths = run_extras([smooth_picture(40, 24), smooth_picture(40, 24, seed=1)],
                                ExtrasRequest(upscaling_resize=3, upscaler_1="realesr-tiny-x2"), tmp_path, opts,
                                upscalers=upscalers, state=stopping)

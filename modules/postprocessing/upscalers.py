@@ -39,6 +39,7 @@ MAX_PASS_PIXELS = 8192 * 8192  # a model pass that would make more pixels is lef
 MODEL_SUFFIXES = (".pth", ".pt", ".safetensors")
 TILE_SIZE = 192  # A1111's "Tile size for ESRGAN upscalers" (0: the whole picture at once)
 TILE_OVERLAP = 8  # A1111's "Tile overlap for ESRGAN upscalers", in pixels of the input
+TILE_GRID = 8  # tiles start on multiples of this (see tile_spans)
 MAX_PASSES = 8  # a safety net only: "upscale by 16" with a 2x model takes 4 passes
 # Wrappers that training scripts put around the weights (BasicSR's params_ema first, as Real-ESRGAN uses it).
 _WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "model", "net", "generator")
@@ -247,12 +248,19 @@ def plan_passes(size: tuple[int, int], target: tuple[int, int], scale: int) -> l
     return sizes
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Where the tiles begin along one side: full tiles `overlap` apart, the last one flush with the end."""
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """(start, end) of the tiles along one side, overlapping by `overlap` at least, the last one ending at the end
+    (it may be shorter). Tiles start on a TILE_GRID grid when the tile leaves room for it: window-attention and
+    downsampling models (SwinIR, Swin2SR, SCUNet...) give a tile the whole picture's result only there."""
     if tile <= 0 or length <= tile:
-        return [0]
-    step = max(1, tile - overlap)
-    return [*range(0, length - tile, step), length - tile]
+        return [(0, length)]
+    grid = TILE_GRID if tile - overlap >= TILE_GRID else 1
+    step = (tile - overlap) // grid * grid
+    spans = [(0, tile)]
+    while spans[-1][1] < length:
+        start = spans[-1][0] + step
+        spans.append((start, min(start + tile, length)))
+    return spans
 
 
 def _ramp(n: int, ramp: int, left: bool, right: bool) -> torch.Tensor:
@@ -294,21 +302,18 @@ def run_tiled(desc, image: torch.Tensor, tile_size: int = TILE_SIZE, tile_overla
     param = next(desc.model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    ys, xs = tile_starts(h, tile_size, overlap), tile_starts(w, tile_size, overlap)
     out = torch.zeros(1, 3, h * scale, w * scale)
     weight = torch.zeros(1, 1, h * scale, w * scale)
-    for y in ys:
-        th = min(tile_size, h - y)
-        wy = _ramp(th * scale, overlap * scale, y > 0, y + th < h)
-        for x in xs:
+    for y, y_end in tile_spans(h, tile_size, overlap):
+        wy = _ramp((y_end - y) * scale, overlap * scale, y > 0, y_end < h)
+        for x, x_end in tile_spans(w, tile_size, overlap):
             if should_stop is not None and should_stop():
                 raise UpscaleInterruptedError("interrupted")
-            tw = min(tile_size, w - x)
-            tile = image[:, :, y:y + th, x:x + tw].to(device=device, dtype=dtype)
+            tile = image[:, :, y:y_end, x:x_end].to(device=device, dtype=dtype)
             result = desc(tile).float().cpu()
-            wx = _ramp(tw * scale, overlap * scale, x > 0, x + tw < w)
+            wx = _ramp((x_end - x) * scale, overlap * scale, x > 0, x_end < w)
             mask = wy[:, None] * wx[None, :]
-            ys_, xs_ = slice(y * scale, (y + th) * scale), slice(x * scale, (x + tw) * scale)
+            ys_, xs_ = slice(y * scale, y_end * scale), slice(x * scale, x_end * scale)
             out[:, :, ys_, xs_] += result * mask
             weight[:, :, ys_, xs_] += mask
             if on_tile is not None:
@@ -321,7 +326,7 @@ def count_tiles(size: tuple[int, int], tile_size: int, tile_overlap: int) -> int
     if tile_size <= 0:
         return 1
     overlap = max(0, min(tile_overlap, tile_size // 2))
-    return len(tile_starts(h, tile_size, overlap)) * len(tile_starts(w, tile_size, overlap))
+    return len(tile_spans(h, tile_size, overlap)) * len(tile_spans(w, tile_size, overlap))
 
 
 def upscale_with_model(desc, picture: Image.Image, target_scale: float, *, size: tuple[int, int] | None = None,
