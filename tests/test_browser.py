@@ -218,6 +218,9 @@ def test_styles_save_apply_edit_and_delete(server, browser):
     page.locator("#txt2img_style_edit").click()
     page.wait_for_function("document.querySelector('#txt2img_style_name textarea, #txt2img_style_name input')"
                            ".value == 'watercolor'")
+    # the editor is still open from the save, showing the same values: the edit event has answered when it has
+    # cleared the save's status (typing before that is overwritten by its answer)
+    page.wait_for_function("!document.querySelector('#txt2img_style_status').innerText.includes('Saved')")
     page.locator("#txt2img_style_prompt textarea").fill("{prompt}, ink wash")
     page.locator("#txt2img_style_save").click()
     deadline = time.monotonic() + 30
