@@ -56,8 +56,8 @@ def build(worker: GenerationWorker, show_dir_fields: bool) -> gr.Image:
                                               elem_id="extras_gfpgan_visibility")
                 codeformer_visibility = gr.Slider(0, 1, value=0, step=0.001, label="CodeFormer visibility",
                                                   elem_id="extras_codeformer_visibility")
-                codeformer_weight = gr.Slider(0, 1, value=0, step=0.001,
-                                              label="CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
+                codeformer_weight = gr.Slider(0, 1, value=0, step=0.001, label="CodeFormer weight",
+                                              info="0 = maximum effect; 1 = minimum effect",
                                               elem_id="extras_codeformer_weight")
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
         with gr.Column():
