@@ -605,9 +605,11 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
         width, height = scaled_size(picture.size, scale)
         return f"<p><span>Resize:</span> {picture.width}x{picture.height} → {width}x{height}</p>"
 
-    for trigger in (c.scale_by.change, init_image.change):
-        trigger(resize_by_preview, inputs=[init_image, c.scale_by], outputs=c.scale_by_size, queue=False,
-                api_visibility="private")
+    # one queued event with one worker: the answers come in the order of the changes (an upload's answer, computed
+    # with the old scale, can no longer arrive after the new scale's)
+    gr.on([c.scale_by.change, init_image.change], resize_by_preview, inputs=[init_image, c.scale_by],
+          outputs=c.scale_by_size, trigger_mode="always_last", concurrency_limit=1,
+          concurrency_id="img2img_resize_preview", show_progress="hidden", api_visibility="private")
 
     request_inputs = {"prompt": prompt, "negative_prompt": negative, "styles": styles, **c.request_inputs(),
                       "resize_mode": resize_mode, "mask_blur": mask_blur, "inpainting_mask_invert": mask_mode,
