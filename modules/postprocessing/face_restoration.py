@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules.models.checkpoint_io import CheckpointError, read_state_dict
 from modules.postprocessing.face_detection import (
     FFHQ_LANDMARKS_512,
     Face,
@@ -43,6 +42,7 @@ from modules.postprocessing.face_detection import (
     read_retinaface_weights,
     similarity_transform,
 )
+from modules.postprocessing.upscalers import read_spandrel_model
 
 log = logging.getLogger(__name__)
 
@@ -123,21 +123,9 @@ def _install_codeformer() -> None:
 
 def load_descriptor(path: Path, allow_unsafe_pickle: bool = False):
     """Read a file and let spandrel build its face model (on the CPU, fp32, eval mode). Raises RestorerError."""
-    import spandrel
-
     _install_codeformer()
     path = Path(path)
-    try:
-        sd = dict(read_state_dict(path, allow_unsafe_pickle, wrappers=_WRAPPER_KEYS))
-    except CheckpointError as e:
-        raise RestorerError(str(e)) from e
-    try:
-        desc = spandrel.ModelLoader().load_from_state_dict(sd)
-    except spandrel.UnsupportedModelError as e:
-        raise RestorerError(f"{path.name}: not a model architecture spandrel recognises "
-                            f"({len(sd)} tensors; first key {next(iter(sd))!r})") from e
-    except Exception as e:  # a recognised layout whose shapes do not fit: spandrel raises many kinds
-        raise RestorerError(f"{path.name}: spandrel could not build the model: {type(e).__name__}: {e}") from e
+    desc = read_spandrel_model(path, allow_unsafe_pickle, _WRAPPER_KEYS, RestorerError)
     architecture = desc.architecture.id
     if architecture not in RESTORER_ORDER:
         raise RestorerError(f"{path.name}: not a face restoration model but {architecture} ({desc.purpose}); "

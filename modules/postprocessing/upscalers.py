@@ -96,22 +96,30 @@ def model_files(folders: Iterable[Path]) -> list[Path]:
     return found
 
 
+def read_spandrel_model(path: Path, allow_unsafe_pickle: bool, wrappers: tuple[str, ...],
+                        error: type[Exception]):
+    """The safe reader, then spandrel's loader: the model descriptor, or `error` naming the file and why."""
+    import spandrel
+
+    try:
+        sd = dict(read_state_dict(path, allow_unsafe_pickle, wrappers=wrappers))
+    except CheckpointError as e:
+        raise error(str(e)) from e
+    try:
+        return spandrel.ModelLoader().load_from_state_dict(sd)
+    except spandrel.UnsupportedModelError as e:
+        raise error(f"{path.name}: not a model architecture spandrel recognises "
+                    f"({len(sd)} tensors; first key {next(iter(sd))!r})") from e
+    except Exception as e:  # a recognised layout whose shapes do not fit: spandrel raises many kinds
+        raise error(f"{path.name}: spandrel could not build the model: {type(e).__name__}: {e}") from e
+
+
 def load_descriptor(path: Path, allow_unsafe_pickle: bool = False):
     """Read a file and let spandrel build its model (on the CPU, fp32, eval mode). Raises UpscalerError."""
     import spandrel
 
     path = Path(path)
-    try:
-        sd = dict(read_state_dict(path, allow_unsafe_pickle, wrappers=_WRAPPER_KEYS))
-    except CheckpointError as e:
-        raise UpscalerError(str(e)) from e
-    try:
-        desc = spandrel.ModelLoader().load_from_state_dict(sd)
-    except spandrel.UnsupportedModelError as e:
-        raise UpscalerError(f"{path.name}: not a model architecture spandrel recognises "
-                            f"({len(sd)} tensors; first key {next(iter(sd))!r})") from e
-    except Exception as e:  # a recognised layout whose shapes do not fit: spandrel raises many kinds
-        raise UpscalerError(f"{path.name}: spandrel could not build the model: {type(e).__name__}: {e}") from e
+    desc = read_spandrel_model(path, allow_unsafe_pickle, _WRAPPER_KEYS, UpscalerError)
     if not isinstance(desc, spandrel.ImageModelDescriptor):
         raise UpscalerError(f"{path.name}: a {desc.architecture.name} model ({desc.purpose}), not an upscaler")
     if desc.purpose not in ("SR", "Restoration"):
