@@ -22,10 +22,66 @@ LOCAL_HOST_NAMES = ["127.0.0.1", "localhost"]  # the Host headers of a page serv
 
 @dataclass
 class WebUI:
-    """What main() serves: the page (None with --nowebui), the worker behind it and the API's services."""
+    """What main() serves: the page (None with --nowebui), the worker behind it and the API's services, and what
+    the active extensions add to the page (their scripts and styles)."""
     demo: object | None
     worker: object
     api: object
+    page_scripts: str = ""
+    page_css: str = ""
+
+
+def install_stamps_file(paths):
+    """Which extensions' install.py ran, and for which version of it."""
+    from modules.extensions import INSTALL_STAMPS
+    return paths.data_dir / "extensions" / INSTALL_STAMPS
+
+
+def restart_program() -> None:
+    """The Extensions tab's "Apply and restart UI": this program starts again with the same command line, once the
+    answer has gone out (the page waits for the new server and reloads itself)."""
+    import threading
+
+    def again():
+        log.info("Restarting: %s %s", sys.executable, " ".join(sys.argv))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *sys.argv])  # noqa: S606 - this program itself, as it was started
+    threading.Timer(0.5, again).start()
+
+
+def start_extensions(args, paths, services):
+    """Find the extensions, run the install.py of new or changed ones, load the scripts of the active ones and of
+    scripts/, and bind A1111's `modules.shared` to this program. Returns (script host, active extensions, every
+    extension found, {extension name: install.py's error})."""
+    from modules import extensions, gradio_compat, script_callbacks, scripts, shared
+    from modules.paths import REPO_ROOT
+
+    shared.bind(services, args)
+    gradio_compat.install()
+    found = extensions.discover(REPO_ROOT / "extensions-builtin", paths.data_dir / "extensions", services.options)
+    errors = extensions.run_installers(extensions.active_extensions(found, services.options, args),
+                                       install_stamps_file(paths))
+    active = extensions.active_extensions(found, services.options, args, failed=errors)
+    host = scripts.initialize(active)
+    script_callbacks.ui_settings_callback()  # extensions declare their settings before the page is built
+    from modules.sd_models import ModelView
+    services.models.on_loaded.append(lambda model: script_callbacks.model_loaded_callback(ModelView(model)))
+    if services.models.current is not None:  # loaded before the extensions were: they hear of it now
+        script_callbacks.model_loaded_callback(ModelView(services.models.current))
+    return host, active, found, errors
+
+
+def extension_page_parts(active) -> tuple[str, str]:
+    """The active extensions' javascript/*.js as <script> elements and their style.css files, for the page."""
+    scripts, styles = [], []
+    for extension in active:
+        for path in extension.javascript:
+            scripts.append(f"<script>/* {extension.name}: {path.name} */\n{path.read_text(encoding='utf-8')}"
+                           f"\n</script>\n")
+        if extension.style is not None:
+            styles.append(f"/* {extension.name} */\n{extension.style.read_text(encoding='utf-8')}\n")
+    return "".join(scripts), "".join(styles)
 
 
 def build_app(args) -> WebUI:
@@ -45,15 +101,33 @@ def build_app(args) -> WebUI:
     services = build_services(paths, policy, allow_unsafe_pickle=args.disable_safe_unpickle,
                               styles_file=Path(args.styles_file) if args.styles_file else None)
     services.load_initial_checkpoint(args.ckpt)
+    host, active, found, install_errors = start_extensions(args, paths, services)
+    from modules import scripts, shared
+
+    def extension_list() -> list[dict]:
+        on = {e.name for e in active}
+        return [{"name": e.name, "remote": e.url, "branch": e.branch, "commit_hash": e.commit, "version": e.commit,
+                 "commit_date": e.modified, "enabled": e.name in on and e.name not in scripts.load_errors}
+                for e in found]
     api = ApiServices(worker=services.worker, save_settings=services.save_settings, cmd_flags=vars(args),
-                      frozen_settings=args.freeze_settings, hide_dir_settings=args.hide_ui_dir_config)
+                      frozen_settings=args.freeze_settings, hide_dir_settings=args.hide_ui_dir_config,
+                      scripts=host, list_extensions=extension_list, extension_settings=shared.extension_settings)
     demo = None
+    page_scripts, page_css = extension_page_parts(active)
     if not args.nowebui:
+        from modules import script_callbacks
         from modules.ui.app import create_ui
+        from modules.ui.extensions import ExtensionsTab
+        extensions_tab = ExtensionsTab(paths.data_dir / "extensions", services.options, services.save_settings,
+                                       restart_program, args, load_errors=lambda: dict(scripts.load_errors),
+                                       install_errors=install_errors, stamps_file=install_stamps_file(paths))
         demo = create_ui(services.models, services.worker, save_settings=services.save_settings,
                          show_dir_fields=not args.hide_ui_dir_config, freeze_settings=args.freeze_settings,
-                         ui_config_file=paths.ui_config_file, extensions_dir=paths.data_dir / "extensions")
-    return WebUI(demo, services.worker, api)
+                         ui_config_file=paths.ui_config_file, extensions_dir=paths.data_dir / "extensions",
+                         scripts=host, extension_tabs=script_callbacks.ui_tabs_callback,
+                         extension_settings=shared.extension_settings, extensions_tab=extensions_tab)
+        shared.demo = demo
+    return WebUI(demo, services.worker, api, page_scripts, page_css)
 
 
 def parse_auth(args) -> list[tuple[str, str]] | None:
@@ -134,9 +208,9 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
         from modules.ui.server_guards import add_bare_login_page
         webui.demo.queue(default_concurrency_limit=1)
         theme = getattr(webui.demo, "gradio_theme", "Default")  # the "Gradio theme" setting, as the program starts
-        app = gr.mount_gradio_app(app, webui.demo, path="", auth=auth, show_error=True, css=CSS,
+        app = gr.mount_gradio_app(app, webui.demo, path="", auth=auth, show_error=True, css=CSS + webui.page_css,
                                   theme=None if theme == "Default" else getattr(gr.themes, theme)(),
-                                  head=page_head() + theme_head(args.theme), ssr_mode=False,
+                                  head=page_head() + webui.page_scripts + theme_head(args.theme), ssr_mode=False,
                                   max_file_size=args.max_upload_size, run_history=False,
                                   allowed_paths=[str(f) for f in webui.demo.download_folders])
         # Gradio lets an event's file values (gallery items, images, uploads) name only files in its upload folder,
@@ -157,7 +231,19 @@ def create_server_app(args, webui: WebUI, auth: list[tuple[str, str]] | None):
         if auth:
             add_bare_login_page(app, page.app)
         app.router.routes.append(page)
+    from modules import script_callbacks
+    script_callbacks.app_started_callback(webui.demo, app)  # extensions add their routes (in front of the page)
+    _page_mount_last(app)
     return app
+
+
+def _page_mount_last(app) -> None:
+    """The page is mounted at "/" and takes every path routed after it: routes extensions added go before it."""
+    from starlette.routing import Mount
+    pages = [r for r in app.router.routes if isinstance(r, Mount) and r.path == ""]
+    for page in pages:
+        app.router.routes.remove(page)
+        app.router.routes.append(page)
 
 
 

@@ -1,6 +1,8 @@
 // Settings the page's scripts read (A1111's `opts`): handed over on every page load and after each change.
-window.opts = window.opts || {};
+// `opts` is declared in script.js (loaded before this file); its onOptionsAvailable / onOptionsChanged callbacks
+// run here, as A1111's run when its settings arrive.
 window.setPageOpts = (o) => {
+  const wasEmpty = !Object.keys(window.opts).length;
   window.opts = o || {};
   document.querySelectorAll('[id$="_token_counter"]').forEach((el) => {
     el.style.display = window.opts.disable_token_counters ? 'none' : '';
@@ -17,6 +19,8 @@ window.setPageOpts = (o) => {
       delete b.dataset.hiddenBySettings;
     }
   });
+  if (wasEmpty && Object.keys(window.opts).length) executeCallbacks(optionsAvailableCallbacks);
+  executeCallbacks(optionsChangedCallbacks);
 };
 
 // The Settings tab's search box: only settings whose label, hint or key contains the words stay visible,

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
+
+from modules.extensions import extensions_to_preload, run_preloads
 
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}
 
@@ -110,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     launcher.add_argument("--skip-prepare-environment", action="store_true",
                           help="do not create or check the Python environment at all")
 
+    ext = p.add_argument_group("extensions")
+    ext.add_argument("--disable-extra-extensions", action="store_true",
+                     help="do not load the extensions in extensions/ (the built-in ones still load)")
+    ext.add_argument("--disable-all-extensions", action="store_true",
+                     help="do not load any extension, built-in ones included")
+
     sec = p.add_argument_group("safety")
     sec.add_argument("--disable-safe-unpickle", action="store_true",
                      help="load .ckpt files even if they contain code (only for files you trust)")
@@ -117,10 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    args.hide_ui_dir_config = args.hide_ui_dir_config or (
-        serves_beyond_this_computer(args) and not args.enable_insecure_extension_access)
+    """Our flags and those the extensions' preload.py add (`preload_extensions`)."""
+    parser = build_parser()
+    preload_extensions(parser, argv)
+    args = parser.parse_args(argv)
+    # A1111's name: installing, updating, enabling and disabling extensions from the page is off
+    args.disable_extension_access = serves_beyond_this_computer(args) and not args.enable_insecure_extension_access
+    args.hide_ui_dir_config = args.hide_ui_dir_config or args.disable_extension_access
     return args
+
+
+def preload_extensions(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, str]:
+    """Let extensions add their flags to `parser` (their preload.py), as A1111 does before parsing: which ones and
+    where extensions/ is come from a first look at the command line (--data-dir, --ui-settings-file,
+    --disable-extra/all-extensions). Returns {extension name: error} for the preloads that failed."""
+    without_help = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("-h", "--help")]
+    first_look, _ = build_parser().parse_known_args(without_help)
+    return run_preloads(extensions_to_preload(first_look), parser)
 
 
 def serves_beyond_this_computer(args: argparse.Namespace) -> bool:

@@ -23,6 +23,8 @@ INFOTEXT_STYLES = ("Ignore", "Apply", "Discard", "Apply if any")
 # Gradio's built-in themes: a theme from the Hub would need a download.
 FACE_RESTORERS = ("CodeFormer", "GFPGAN", "RestoreFormer")  # A1111's two, and RestoreFormer (a GFPGAN-folder file)
 GRADIO_THEMES = ("Default", "Base", "Citrus", "Glass", "Monochrome", "Ocean", "Origin", "Soft")
+# "Disable all extensions": none, "extra" (all but the built-in ones) or all (A1111's values).
+EXTENSION_SWITCH_OFF = ("none", "extra", "all")
 
 # The Settings tab's sections, in A1111's order and with its ids (the page's `settings_<id>` tabs).
 SECTIONS: dict[str, str] = {
@@ -209,6 +211,10 @@ class Options:
                                                "infotext", "when reading generation parameters from text into UI")
     # ---- hidden
     sd_checkpoint_hash: str = _setting("", "SHA256 hash of the current checkpoint", "hidden")
+    # set on the Extensions tab
+    disabled_extensions: list = _setting([], "Disable these extensions", "hidden")
+    disable_all_extensions: str = _setting("none", "Disable all extensions (preserves the list of disabled extensions)",
+                                           "hidden", choices=EXTENSION_SWITCH_OFF)
 
     @classmethod
     def check(cls, name: str, value: Any) -> Any:

@@ -178,11 +178,12 @@ def test_every_a1111_route_answers(server):
     assert call(url + "/hypernetworks", auth=False)[1] == []
     # as A1111, both restorers are listed even before their model files are there
     assert [r["name"] for r in call(url + "/face-restorers", auth=False)[1]] == ["CodeFormer", "GFPGAN"]
-    assert call(url + "/scripts", auth=False)[1] == {"txt2img": [], "img2img": []}
+    scripts = call(url + "/scripts", auth=False)[1]
+    assert set(scripts) == {"txt2img", "img2img"} and all(isinstance(n, str) for n in scripts["txt2img"])
     [extension] = call(url + "/extensions", auth=False)[1]
     assert extension == {"name": "sd-webui-controlnet", "remote": "https://github.com/Mikubill/sd-webui-controlnet.git",
                          "branch": "main", "commit_hash": "56cec5b2", "version": "56cec5b2",
-                         "commit_date": extension["commit_date"], "enabled": False}  # listed, never run here
+                         "commit_date": extension["commit_date"], "enabled": True}
     assert call(url + "/prompt-styles", auth=False)[1] == [
         {"name": "warm", "prompt": "{prompt}, warm light", "negative_prompt": "cold"}]
     for path in NOT_HERE:

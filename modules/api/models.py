@@ -221,7 +221,7 @@ def _flags_model() -> type[BaseModel]:
     return create_model(  # A1111 calls it "Flags"; the defaults are those of a run without flags
         "Flags", __base__=_Answer,
         **{name: (_flag_type(actions[name], value), Field(default=value, description=actions[name].help))
-           for name, value in defaults.items()})
+           for name, value in defaults.items() if name in actions})  # not the values parse_args derives
 
 
 FlagsModel = _flags_model()

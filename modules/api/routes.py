@@ -85,6 +85,8 @@ _API_EXTRAS: dict[str, tuple] = {
     "override_settings": (dict[str, Any], Field(default_factory=dict)),
     "override_settings_restore_afterwards": (bool, True),
     "script_name": (str | None, None),
+    "script_args": (list, Field(default_factory=list)),  # the selected script's arguments, in order
+    "alwayson_scripts": (dict[str, Any], Field(default_factory=dict)),  # {"name": {"args": [...]}}
     "infotext": (str | None, None),  # parameters to fill the fields not given (modules/api/infotext.py)
 }
 
@@ -123,9 +125,6 @@ COMMON_NOT_IMPLEMENTED: dict[str, NotImplementedField] = {
                                         "skipping the negative prompt at low noise is not implemented"),
     "disable_extra_networks": NotImplementedField(bool, False, "<lora:...> tags in the prompt are always applied"),
     "firstpass_image": NotImplementedField(str | None, None, "a given first-pass image is not used"),
-    "script_args": NotImplementedField(list, Field(default_factory=list), "there is no script to pass them to"),
-    "alwayson_scripts": NotImplementedField(dict[str, Any], Field(default_factory=dict),
-                                            "scripts and extensions are not supported"),
     "force_task_id": NotImplementedField(str | None, None, "task ids are not tracked"),
 }
 TXT2IMG_NOT_IMPLEMENTED: dict[str, NotImplementedField] = {
@@ -268,6 +267,12 @@ class ApiServices:
     # --api-server-stop: how the program that serves the API stops (webui.py sets them once its server exists)
     stop_server: typing.Callable[[], None] | None = None  # ends serving cleanly; the program then exits
     kill_server: typing.Callable[[], None] | None = None  # ends the program at once
+    # the tabs' scripts (modules.scripts.ScriptHost): script_name, script_args, alwayson_scripts; None: no scripts
+    scripts: Any = None
+    # the settings extensions declared (modules.shared.ExtensionSettings): in /options beside ours
+    extension_settings: Any = None
+    # the extensions found, as /extensions lists them (A1111's fields): () -> list of dicts
+    list_extensions: typing.Callable[[], list[dict]] | None = None
 
 
 # A1111's routes for features this program does not have: they answer 501 with this message.
@@ -411,11 +416,13 @@ class _Api:
         A1111, a grid comes first only with `save_images` (and the return_grid setting on), and `info`'s
         `index_of_first_image` is then 1. An `infotext` fills the fields the request does not give.
         A1111 fields we do not implement yet are accepted; each one set to something that would need them is
-        named in `info`'s `warnings` list (with the job's own warnings) and in the server log. A `script_name`
-        answers 422, as A1111 does for a script it does not have: we have none."""
+        named in `info`'s `warnings` list (with the job's own warnings) and in the server log. `script_name` and
+        `script_args` run a script of the Script dropdown, `alwayson_scripts` give always-on scripts their arguments;
+        a name no script has answers 422, as in A1111."""
         self._apply_infotext(payload, "txt2img")
         req = Txt2ImgRequest(**self._request_fields(payload, Txt2ImgRequest))
-        return self._generate(req, payload, not_implemented_warnings(payload, TXT2IMG_NOT_IMPLEMENTED))
+        return self._generate(req, payload, not_implemented_warnings(payload, TXT2IMG_NOT_IMPLEMENTED),
+                              self._script_runner("txt2img", payload))
 
     def img2img(self, payload: Img2ImgPayload):  # type: ignore[valid-type]
         """A1111's img2img; `images`, `info`, `infotext` and `warnings` as for txt2img."""
@@ -425,7 +432,8 @@ class _Api:
         init = [decode_image(d, f"init_images[{i}]") for i, d in enumerate(payload.init_images)]
         mask = decode_image(payload.mask, "mask") if payload.mask else None
         req = Img2ImgRequest(**self._request_fields(payload, Img2ImgRequest), init_images=init, mask=mask)
-        answer = self._generate(req, payload, not_implemented_warnings(payload, IMG2IMG_NOT_IMPLEMENTED))
+        answer = self._generate(req, payload, not_implemented_warnings(payload, IMG2IMG_NOT_IMPLEMENTED),
+                                self._script_runner("img2img", payload))
         if not payload.include_init_images:
             answer["parameters"]["init_images"] = None
             answer["parameters"]["mask"] = None
@@ -444,12 +452,24 @@ class _Api:
             payload.sampler_name or payload.sampler_index or "Euler", payload.scheduler)
         if "initial_noise_multiplier" in values and values["initial_noise_multiplier"] is None:
             values["initial_noise_multiplier"] = 1.0  # A1111's setting (which we do not have) at its default
-        if payload.script_name:  # A1111 looks the name up among its scripts; we have none
-            raise ApiError(422, f"Script '{payload.script_name}' not found")
         values["do_not_save_grid"] = not payload.save_images  # as A1111's API: a grid only where one is saved
         return values
 
-    def _generate(self, req: Txt2ImgRequest, payload, warnings: list[str]) -> dict:
+    def _script_runner(self, tab: str, payload):
+        """What carries the job out with the request's scripts (None: no script takes part)."""
+        if self.s.scripts is None:
+            if payload.script_name:
+                raise ApiError(422, f"Script '{payload.script_name}' not found")
+            if payload.alwayson_scripts:
+                raise ApiError(422, f"always on script {next(iter(payload.alwayson_scripts))} not found")
+            return None
+        try:
+            return self.s.scripts.api_runner(tab, payload.script_name, list(payload.script_args or []),
+                                             dict(payload.alwayson_scripts or {}))
+        except ValueError as e:  # modules.scripts.ScriptArgsError: an unknown name, a selectable one as always-on
+            raise ApiError(422, str(e)) from e
+
+    def _generate(self, req: Txt2ImgRequest, payload, warnings: list[str], runner=None) -> dict:
         for warning in warnings:
             log.warning("%s: %s", req.mode, warning)
         overrides = self._checked_options(dict(payload.override_settings or {}))
@@ -458,7 +478,7 @@ class _Api:
         started = time.strftime("%Y%m%d%H%M%S")
         try:
             result = self.worker.run(req, option_overrides=option_values, models=model_values,
-                                     restore_models=payload.override_settings_restore_afterwards)
+                                     restore_models=payload.override_settings_restore_afterwards, runner=runner)
         except GenerationError as e:
             raise ApiError(422, str(e)) from e
         except CheckpointError as e:
@@ -491,7 +511,8 @@ class _Api:
             "seed_resize_from_w": req.seed_resize_from_w, "seed_resize_from_h": req.seed_resize_from_h,
             "denoising_strength": getattr(req, "denoising_strength", None),
             "extra_generation_params": result.extra_generation_params,
-            "index_of_first_image": 1 if grid is not None else 0, "infotexts": infotexts, "styles": req.styles,
+            "index_of_first_image": 1 if grid is not None else result.first_image, "infotexts": infotexts,
+            "styles": req.styles,
             "job_timestamp": started, "clip_skip": _int_or(used.get("Clip skip"), 1),
             "is_using_inpainting_conditioning": self._inpainting_model(used.get("Model hash")),
             "version": VERSION,
@@ -525,7 +546,8 @@ class _Api:
 
     def _run_extras(self, pictures: list[Image.Image], payload):
         try:
-            return self.worker.run_extras(pictures, self._extras_request(payload))
+            postprocess = self.s.scripts.extras_postprocess() if self.s.scripts is not None else None
+            return self.worker.run_extras(pictures, self._extras_request(payload), postprocess=postprocess)
         except extras.PostprocessError as e:
             raise ApiError(422, str(e)) from e
 
@@ -577,7 +599,11 @@ class _Api:
 
     # ---- options -------------------------------------------------------------------------------
     def get_options(self):
-        return asdict(self.ctx.options)
+        extension_values = self.s.extension_settings.values() if self.s.extension_settings is not None else {}
+        return {**asdict(self.ctx.options), **extension_values}
+
+    def _extension_keys(self) -> set[str]:
+        return set(self.s.extension_settings.keys()) if self.s.extension_settings is not None else set()
 
     def _checked_options(self, values: dict[str, Any]) -> dict[str, Any]:
         """The values as their settings hold them: 422 naming a setting whose value does not fit it, 403 for a
@@ -597,6 +623,11 @@ class _Api:
         one starts with all of the new ones."""
         if self.s.frozen_settings:
             raise ApiError(403, "settings are frozen (--freeze-settings)")
+        theirs = {k: values.pop(k) for k in list(values) if k in self._extension_keys()}
+        try:
+            theirs = {k: self.s.extension_settings.check(k, v) for k, v in theirs.items()}
+        except ValueError as e:
+            raise ApiError(422, str(e)) from e
         checked = self._checked_options(values)
 
         def apply() -> None:
@@ -609,6 +640,10 @@ class _Api:
                 if name not in MODEL_FIELDS:
                     setattr(self.ctx.options, name, value)
             self.s.save_settings()
+            if theirs:
+                for name, value in theirs.items():
+                    self.s.extension_settings.set(name, value)
+                self.s.extension_settings.save()
 
         try:
             self.worker.with_lock(apply)
@@ -722,13 +757,19 @@ class _Api:
                 for m in self.ctx.upscalers.realesrgan_models()]
 
     def scripts(self):
-        return {"txt2img": [], "img2img": []}  # A1111 scripts are not run here
+        """The scripts of each tab's Script dropdown, by their lower-case titles (what script_name takes)."""
+        if self.s.scripts is None:
+            return {"txt2img": [], "img2img": []}
+        return self.s.scripts.script_names()
 
     def script_info(self):
-        return []
+        """Every script of both tabs with its arguments (label, default, range, choices), as A1111."""
+        return self.s.scripts.script_info() if self.s.scripts is not None else []
 
     def extensions(self):
-        """The folders in extensions/, as A1111 lists them; none is run here, so none is enabled."""
+        """The installed extensions, as A1111 lists them."""
+        if self.s.list_extensions is not None:
+            return self.s.list_extensions()
         return [{"name": e.name, "remote": e.url, "branch": e.branch, "commit_hash": e.commit, "version": e.commit,
                  "commit_date": e.modified, "enabled": False}
                 for e in list_extensions(self.ctx.models.paths.data_dir / "extensions")]

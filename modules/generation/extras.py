@@ -160,14 +160,20 @@ def restore_faces(image: Image.Image, req: ExtrasRequest, restorers: FaceRestore
     return image, params
 
 
+# An Extras step after upscaling and face restoration: picture -> (picture, infotext keys it adds)
+Postprocess = Callable[[Image.Image], tuple[Image.Image, dict]]
+
+
 def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Path, options: Options | None = None,
                into: Path | None = None, upscalers: Upscalers | None = None, state=None,
-               face_restorers: FaceRestorers | None = None) -> tuple[list[Image.Image], list[str], list[Path]]:
+               face_restorers: FaceRestorers | None = None, postprocess: Postprocess | None = None
+               ) -> tuple[list[Image.Image], list[str], list[Path]]:
     """Upscale each picture, then restore its faces if asked; when `req.save`, saved as A1111's Extras saves:
     numbered files in outdir_samples or outdir_extras_samples (outputs/extras-images), or in `into` (the batch's
     output folder), no subfolder, in samples_format. `options`: the user's settings (None: the defaults);
     `upscalers`: None, the resamplers only. `state` (a GenerationState): model upscalers' tiles show as progress and
-    its interrupt stops between tiles and faces, keeping the pictures done (saved, returned) before it."""
+    its interrupt stops between tiles and faces, keeping the pictures done (saved, returned) before it.
+    `postprocess`: what extensions' Extras scripts do to each picture after that (and the infotext keys they add)."""
     req.validate()
     opts = options or Options()
     upscaling = Upscaling(upscalers or Upscalers([]), opts.ESRGAN_tile, opts.ESRGAN_tile_overlap, state)
@@ -187,6 +193,9 @@ def run_extras(pictures: list[Image.Image], req: ExtrasRequest, outputs_dir: Pat
             if face_restorers is not None and opts.face_restoration_unload:
                 face_restorers.offload()
         params.update(restored)
+        if postprocess is not None:
+            image, added = postprocess(image)
+            params.update(added)
         text = _merged_infotext(saving.read_infotext(picture), params)
         results.append(image)
         texts.append(text)

@@ -37,11 +37,35 @@ from modules.options import Options
 from modules.postprocessing.face_restoration import FaceRestorers, RestorerError
 from modules.postprocessing.upscalers import Upscalers
 from modules.sampling import preview, rng
-from modules.sampling.denoiser import CFGDenoiser, LatentMask, UNetDenoiser
+from modules.sampling.denoiser import CFGDenoiser, LatentMask, StepHooks, UNetDenoiser
 from modules.sampling.samplers import BrownianTreeNoiseSampler, SamplerInfo, find_sampler
 from modules.sampling.schedules import find_scheduler, get_sigmas
 
 log = logging.getLogger(__name__)
+
+
+class JobHooks:
+    """Where scripts and extensions join a job, at the points of A1111's Script methods. These do nothing; the
+    compatibility layer (modules/processing.py) gives a job its own through `ProcessingContext.hooks`."""
+
+    def prepared(self, job: Job) -> None:
+        """Prompts (styles applied), seeds and sampler fixed, nothing sampled yet (A1111's `process`). May change
+        the job's `all_prompts`, `all_negative`, `all_seeds`, `all_subseeds` and `generation_params`."""
+
+    def before_batch(self, job: Job, number: int, first: int, size: int) -> None:
+        """Before batch `number` (pictures `first` to `first + size`) takes its LoRA tags out of its prompts
+        (`before_process_batch`); may still change the job's prompt and seed lists."""
+
+    def batch_ready(self, job: Job, batch: Batch) -> None:
+        """The batch's LoRAs are applied; sampling starts next (`process_batch`)."""
+
+    def batch_pictures(self, job: Job, batch: Batch, pictures: list[Image.Image]) -> list[Image.Image]:
+        """The batch's finished pictures before they are saved (`postprocess_batch`, `postprocess_image`)."""
+        return pictures
+
+    def step_hooks(self, job: Job, total_steps: int) -> StepHooks | None:
+        """What runs at each model call of a sampling pass of `total_steps` (None: nothing)."""
+        return None
 
 
 @dataclass
@@ -57,6 +81,7 @@ class ProcessingContext:
     styles: object | None = None  # modules.conditioning.styles.StyleDatabase
     upscalers: Upscalers = field(default_factory=lambda: Upscalers([]))  # the resamplers only, unless given
     face_restorers: FaceRestorers | None = None
+    hooks: JobHooks = field(default_factory=JobHooks)  # a job's scripts; none unless the job has some
 
 
 @dataclass(frozen=True)
@@ -185,6 +210,7 @@ class Job:
         self.all_negative = [negative] * total
         self.applied_loras: list = []
         self.refiner_info: dict = {}
+        ctx.hooks.prepared(self)
 
     def check_memory(self, width: int, height: int) -> None:
         """Refuse a size and batch whose decoding cannot fit before starting, rather than exhausting memory.
@@ -257,6 +283,7 @@ class Job:
                     out = mode.sample_batch(self, batch)
                     if state.skipped and not state.interrupted:
                         continue
+                    out.images = self.ctx.hooks.batch_pictures(self, batch, out.images)
                     params = {**self.refiner_info, **out.params}
                     result.extra_generation_params = {k: v for k, v in {**params, **self.generation_params}.items()
                                                       if v is not None}
@@ -280,8 +307,11 @@ class Job:
                 return
             lo, hi = n * req.batch_size, (n + 1) * req.batch_size
             self.back_to_base()
+            self.ctx.hooks.before_batch(self, n, lo, req.batch_size)
             prompts = self.apply_networks(self.all_prompts[lo:hi])
-            yield Batch(n, lo, self.all_seeds[lo:hi], self.all_subseeds[lo:hi], prompts, self.all_negative[lo:hi])
+            batch = Batch(n, lo, self.all_seeds[lo:hi], self.all_subseeds[lo:hi], prompts, self.all_negative[lo:hi])
+            self.ctx.hooks.batch_ready(self, batch)
+            yield batch
 
     def _tile(self, model) -> None:
         """Tiling on `model` until the job ends: the chosen model, the refiner, and the chosen model again when it
@@ -452,7 +482,8 @@ class Job:
             switch = lambda cfg: self._switch_to_refiner(cfg, refiner, batch)  # noqa: E731
         cfg = CFGDenoiser(self.denoiser, c, uc, req.cfg_scale, time_ids=self._time_ids(req.width, req.height),
                           image_cond=image_cond, refiner=switch,
-                          refiner_switch_at=refiner.switch_at if refiner else 1.0)
+                          refiner_switch_at=refiner.switch_at if refiner else 1.0,
+                          step_hooks=self.ctx.hooks.step_hooks(self, len(sigmas) - 1))
         return self._run_sampler(self.sampler, cfg, x * sigmas[0], sigmas, noise_rng, batch.seeds)
 
     def _switch_to_refiner(self, cfg: CFGDenoiser, refiner: RefinerSwitch, batch: Batch) -> None:
@@ -484,7 +515,8 @@ class Job:
         noise = noise_rng.next() * noise_multiplier
         x = init_latent + noise * sigma_sched[0]
         cfg = CFGDenoiser(self.denoiser, c, uc, self.req.cfg_scale, time_ids=self._time_ids(width, height),
-                          image_cond=image_cond, mask=mask)
+                          image_cond=image_cond, mask=mask,
+                          step_hooks=self.ctx.hooks.step_hooks(self, len(sigma_sched) - 1))
         return self._run_sampler(sampler, cfg, x, sigma_sched, noise_rng, batch.seeds)
 
     # ---- infotext / saving ----

@@ -42,10 +42,22 @@ class GenerationState:
         self._preview: Image.Image | None = None
         self._preview_id = 0
         self._text = ""
+        self._depth = 0  # jobs begun and not ended: a script's job runs inside the job that started the script
+        self._base = 0  # inside a script's run: the outer job's batches done before the inner job began
+        self._inner_count = 0  # and the inner job's batches
 
     # ---- worker side ------------------------------------------------------------------------
     def begin(self, job_count: int, text: str = "") -> None:
+        """A job starts: `job_count` batches (passes) to do. Inside another job (a script generating several
+        times, as X/Y/Z plot does) its batches continue the outer count and an interrupt stays in force."""
         with self._lock:
+            self._depth += 1
+            if self._depth > 1:
+                self._base, self._inner_count = self._job_no, max(1, job_count)
+                self._job_count = max(self._job_count, self._base + self._inner_count)
+                self._step = self._steps = 0
+                return
+            self._base = 0
             self.interrupted = self.skipped = False
             self._active = True
             self._job_no, self._job_count = 0, max(1, job_count)
@@ -57,7 +69,7 @@ class GenerationState:
     def begin_pass(self, steps: int, job_no: int | None = None) -> None:
         with self._lock:
             if job_no is not None:
-                self._job_no = job_no
+                self._job_no = self._base + job_no
             self._step, self._steps = 0, max(1, steps)
             self.skipped = False
 
@@ -70,8 +82,44 @@ class GenerationState:
         if self.console:
             self._print_bar()
 
+    def set_job_count(self, job_count: int) -> None:
+        """A script says how many batches its whole run makes (A1111's `state.job_count = n`)."""
+        with self._lock:
+            self._job_count = max(1, job_count)
+
+    def next_job(self) -> None:
+        """One batch of a script's run done (A1111's `state.nextjob()`)."""
+        with self._lock:
+            self._job_no += 1
+            self._step = 0
+
+    @property
+    def job_no(self) -> int:
+        return self._job_no
+
+    @property
+    def job_count(self) -> int:
+        return self._job_count
+
+    @property
+    def step(self) -> tuple[int, int]:
+        """(steps done, steps) of the current pass."""
+        return self._step, self._steps
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    def set_text(self, text: str) -> None:
+        with self._lock:
+            self._text = text
+
     def end(self) -> None:
         with self._lock:
+            self._depth = max(0, self._depth - 1)
+            if self._depth > 0:  # an inner job ended: its batches count as done for the outer one
+                self._job_no = self._base + self._inner_count
+                return
             self._active = False
         if self.console:
             sys.stderr.write("\n")

@@ -242,3 +242,4 @@ class GenerationResult:
     all_prompts: list[str] = field(default_factory=list)  # one per picture, styles applied
     all_negative_prompts: list[str] = field(default_factory=list)
     extra_generation_params: dict = field(default_factory=dict)  # the mode's infotext keys (hires, denoising...)
+    first_image: int = 0  # `images` before this one are grids a script made (A1111's index_of_first_image)

@@ -22,8 +22,11 @@ from modules.generation import (
     process_img2img,
     process_txt2img,
 )
-from modules.generation.extras import ExtrasRequest, run_extras
+from modules.generation.extras import ExtrasRequest, Postprocess, run_extras
 from modules.generation.progress import ProgressSnapshot
+
+# Carries out a request in the worker's turn instead of txt2img/img2img: (request, context) -> result.
+Runner = Callable[[Txt2ImgRequest | Img2ImgRequest, ProcessingContext], GenerationResult]
 
 
 @dataclass(frozen=True)
@@ -39,13 +42,15 @@ class GenerationWorker:
         self._next_ticket = 0
         self._serving = 0
         self._counter: tuple[tuple, PromptTokenizer] | None = None  # reused while model and embeddings stay
+        self._holder = threading.local()  # whether this thread has its turn (a script's job runs inside its own)
 
     def run(self, req: Txt2ImgRequest | Img2ImgRequest, option_overrides: dict | None = None,
             models: dict[str, str] | None = None, restore_models: bool = True,
-            on_ticket: Callable[[int], None] | None = None) -> GenerationResult:
+            on_ticket: Callable[[int], None] | None = None, runner: Runner | None = None) -> GenerationResult:
         """Carry out a request after the jobs before it. `option_overrides` (the API's override_settings) apply to
         a copy of the options made when this job's turn comes, so it sees every settings change made before it;
-        `models` may name a `sd_model_checkpoint` and `sd_vae` to use, put back afterwards when `restore_models`."""
+        `models` may name a `sd_model_checkpoint` and `sd_vae` to use, put back afterwards when `restore_models`.
+        `runner` carries the request out instead of txt2img/img2img (a script: it may run several jobs)."""
         req.validate()  # a bad request is refused at once, not after the jobs ahead of it (Job checks again)
         with self._turn(on_ticket):
             ctx = self.ctx
@@ -58,6 +63,8 @@ class GenerationWorker:
                     manager.load(models["sd_model_checkpoint"])
                 if models and models.get("sd_vae"):
                     manager.set_vae(models["sd_vae"])
+                if runner is not None:
+                    return runner(req, ctx)
                 if isinstance(req, Img2ImgRequest):
                     return process_img2img(req, ctx)
                 return process_txt2img(req, ctx)
@@ -68,22 +75,29 @@ class GenerationWorker:
                     if before[0] and before[0] != manager.options.sd_model_checkpoint:
                         manager.load(before[0])
 
-    def run_extras(self, pictures: list[Image.Image], req: ExtrasRequest, into: Path | None = None
-                   ) -> tuple[list[Image.Image], list[str], list[Path]]:
-        """Extras after the jobs before it (a model upscaler shares the device), with progress and interrupt."""
+    def run_extras(self, pictures: list[Image.Image], req: ExtrasRequest, into: Path | None = None,
+                   postprocess: Postprocess | None = None) -> tuple[list[Image.Image], list[str], list[Path]]:
+        """Extras after the jobs before it (a model upscaler shares the device), with progress and interrupt;
+        `postprocess`: the extensions' Extras scripts."""
         req.validate()
         with self._turn():
             state = self.ctx.state
             state.begin(len(pictures), text="extras")
             try:
                 return run_extras(pictures, req, self.ctx.outputs_dir, self.ctx.options, into,
-                                  self.ctx.upscalers, state, self.ctx.face_restorers)
+                                  self.ctx.upscalers, state, self.ctx.face_restorers, postprocess)
             finally:
                 state.end()
 
     @contextmanager
     def _turn(self, on_ticket: Callable[[int], None] | None = None):
-        """Wait until the jobs that came earlier are done; `on_ticket` learns this job's place in line."""
+        """Wait until the jobs that came earlier are done; `on_ticket` learns this job's place in line. A thread
+        that has its turn already (a script generating from inside its job) goes on at once."""
+        if getattr(self._holder, "turn", False):
+            if on_ticket is not None:
+                on_ticket(self._serving)
+            yield
+            return
         with self._turns:
             ticket = self._next_ticket
             self._next_ticket += 1
@@ -91,9 +105,11 @@ class GenerationWorker:
                 on_ticket(ticket)
             while self._serving != ticket:
                 self._turns.wait()
+        self._holder.turn = True
         try:
             yield
         finally:
+            self._holder.turn = False
             with self._turns:
                 self._serving += 1
                 self._turns.notify_all()
@@ -108,10 +124,11 @@ class GenerationWorker:
         return max(0, self._next_ticket - self._serving - 1)
 
     def run_streaming(self, req: Txt2ImgRequest | Img2ImgRequest, poll_seconds: float = 0.5,
-                      option_overrides: dict | None = None, models: dict[str, str] | None = None
-                      ) -> Iterator[Queued | ProgressSnapshot | GenerationResult]:
+                      option_overrides: dict | None = None, models: dict[str, str] | None = None,
+                      runner: Runner | None = None) -> Iterator[Queued | ProgressSnapshot | GenerationResult]:
         """Yield Queued while other jobs go first, progress snapshots while the job runs, then its result
-        (errors are re-raised). `option_overrides` and `models` as in `run` (the page's "Override settings")."""
+        (errors are re-raised). `option_overrides`, `models` and `runner` as in `run` (the page's "Override
+        settings", its scripts)."""
         box: dict = {}
         ticket_known = threading.Event()
 
@@ -121,7 +138,8 @@ class GenerationWorker:
 
         def target():
             try:
-                box["result"] = self.run(req, option_overrides=option_overrides, models=models, on_ticket=on_ticket)
+                box["result"] = self.run(req, option_overrides=option_overrides, models=models, on_ticket=on_ticket,
+                                         runner=runner)
             except BaseException as e:  # handed to the caller's thread
                 box["error"] = e
                 ticket_known.set()

@@ -9,6 +9,7 @@ import gc
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,6 +45,8 @@ class ModelManager:
         self._checkpoints: list[ModelFile] = []
         self._vaes: list[ModelFile] = []
         self._unloaded = False  # unload() freed the chosen checkpoint: ensure_selected loads it again
+        # called with each checkpoint loaded from disk (extensions' on_model_loaded); a failing one is logged
+        self.on_loaded: list[Callable[[LoadedModel], None]] = []
         self.refresh()
 
     # ---- listing -------------------------------------------------------------------------
@@ -123,6 +126,11 @@ class ModelManager:
             self._evict(keep=self._limit)
             if remember:
                 self._remember(file)
+            for listener in list(self.on_loaded):
+                try:
+                    listener(model)
+                except Exception:  # someone else's code: the model is loaded all the same
+                    log.exception("a model-loaded listener failed")
             return model
 
     def _remember(self, file: ModelFile) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -66,6 +67,15 @@ class LatentMask:
     keep: torch.Tensor  # [B, 1, h, w] in latent resolution
 
 
+class StepHooks(Protocol):
+    """What extensions do at each model call (A1111's on_cfg_denoiser / on_cfg_after_cfg callbacks)."""
+
+    def before_step(self, cfg: CFGDenoiser, x: torch.Tensor, sigma: torch.Tensor, image_cond: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...
+
+    def after_cfg(self, cfg: CFGDenoiser, denoised: torch.Tensor) -> torch.Tensor: ...
+
+
 class CFGDenoiser:
     """Classifier-free guidance over AND-ed subprompts, with the conditioning in force at each
     model call (A1111 counts calls, so second-order samplers see schedules of twice the steps).
@@ -76,8 +86,10 @@ class CFGDenoiser:
     def __init__(self, denoiser: UNetDenoiser, cond: MultiCondConditioning, uncond: list[list[ScheduledConditioning]],
                  cond_scale: float, *, time_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
                  image_cond: torch.Tensor | None = None, mask: LatentMask | None = None,
-                 refiner: Callable[[CFGDenoiser], None] | None = None, refiner_switch_at: float = 1.0):
+                 refiner: Callable[[CFGDenoiser], None] | None = None, refiner_switch_at: float = 1.0,
+                 step_hooks: StepHooks | None = None):
         self.denoiser = denoiser
+        self.step_hooks = step_hooks
         self.cond = cond
         self.uncond = uncond
         self.cond_scale = cond_scale
@@ -107,6 +119,19 @@ class CFGDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
         self._maybe_switch_to_refiner(sigma)
+        saved_image_cond = self.image_cond
+        if self.step_hooks is not None:
+            x, sigma, self.image_cond = self.step_hooks.before_step(self, x, sigma, self.image_cond)
+        try:
+            denoised = self._guided(x, sigma)
+        finally:
+            self.image_cond = saved_image_cond
+        if self.step_hooks is not None:
+            denoised = self.step_hooks.after_cfg(self, denoised)
+        self.step += 1
+        return denoised
+
+    def _guided(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.mask is not None:
             x = self.mask.init_latent * self.mask.keep + (1 - self.mask.keep) * x
         conds, weights, owners = [], [], []
@@ -137,5 +162,4 @@ class CFGDenoiser:
             denoised[owner] += (cond_out[k] - uncond_out[owner]) * (weight * self.cond_scale)
         if self.mask is not None:
             denoised = self.mask.init_latent * self.mask.keep + (1 - self.mask.keep) * denoised
-        self.step += 1
         return denoised

@@ -10,6 +10,7 @@ from modules.generation.worker import GenerationWorker
 from modules.localization import list_localizations, load_localization, localization_folders
 from modules.models.manager import ModelManager
 from modules.paths import REPO_ROOT
+from modules.ui import extension_settings as extension_settings_ui
 from modules.ui import extensions, extras, generation, merger, networks, paste, quicksettings, settings
 from modules.ui.ui_config import apply_ui_config
 
@@ -97,14 +98,35 @@ def _follow_native_size(manager: ModelManager, checkpoint: gr.Dropdown, size: in
                       api_visibility="private")
 
 
+def _read_only_extensions_tab(folder: Path, options, save_settings: Callable[[], None]) -> extensions.ExtensionsTab:
+    """The Extensions tab of a page built without the program's extension state (tools, tests): a list only."""
+    from argparse import Namespace
+    flags = Namespace(disable_extension_access=True, disable_all_extensions=False, disable_extra_extensions=False,
+                      hide_ui_dir_config=True)
+    return extensions.ExtensionsTab(folder, options, save_settings, lambda: None, flags)
+
+
+def _scripts_tab(scripts, tab: str | None) -> None:
+    """Tell the scripts which tab's components are being made (they may act on them as they appear)."""
+    if scripts is not None:
+        scripts.tab_begins(tab)
+
+
 # The tabs "Hidden UI tabs" can hide, by A1111's names.
 TAB_NAMES = ["txt2img", "img2img", "Extras", "PNG Info", "Checkpoint Merger", "Extensions", "Settings"]
 
 
 def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Callable[[], None],
               show_dir_fields: bool = True, freeze_settings: bool = False, ui_config_file: Path | None = None,
-              extensions_dir: Path = REPO_ROOT / "extensions") -> gr.Blocks:
+              extensions_dir: Path = REPO_ROOT / "extensions", scripts=None,
+              extension_tabs: Callable[[], list] | None = None, extension_settings=None,
+              extensions_tab: extensions.ExtensionsTab | None = None) -> gr.Blocks:
+    """`scripts`: the tabs' scripts (modules.scripts.ScriptHost); `extension_tabs`: the tabs extensions add, as
+    A1111's on_ui_tabs callbacks return them: (blocks, title, elem_id) each, built before the page;
+    `extension_settings`: the settings they declared (modules.shared.ExtensionSettings); `extensions_tab`: what
+    the Extensions tab manages (None: the extensions in `extensions_dir`, shown but not changeable)."""
     current = manager.current
+    added_tabs = extension_tabs() if extension_tabs is not None else []
     size = current.spec.native_size if current is not None else 512
     translation_folders = localization_folders(REPO_ROOT, extensions_dir)
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:
@@ -116,20 +138,28 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
         tabs: dict[str, gr.Tab] = {}
         with gr.Tabs(elem_id="tabs") as main_tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img") as tabs["txt2img"]:
-                t2i = generation.build_txt2img(worker, previews, size, show_dir_fields)
+                _scripts_tab(scripts, "txt2img")
+                t2i = generation.build_txt2img(worker, previews, size, show_dir_fields, scripts)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img") as tabs["img2img"]:
-                i2i = generation.build_img2img(worker, previews, size, show_dir_fields)
+                _scripts_tab(scripts, "img2img")
+                i2i = generation.build_img2img(worker, previews, size, show_dir_fields, scripts)
+            _scripts_tab(scripts, None)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras") as tabs["Extras"]:
-                extras_image = extras.build(worker, show_dir_fields)
+                extras_image = extras.build(worker, show_dir_fields, scripts)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo") as tabs["PNG Info"]:
                 paste.build_png_info({"txt2img": t2i, "img2img": i2i}, main_tabs, extras_image)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger") as tabs["Checkpoint Merger"]:
                 merger.build(manager, worker, checkpoint)
+            for blocks, title, elem_id in added_tabs:
+                with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}") as tabs[title]:
+                    blocks.render()
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions") as tabs["Extensions"]:
-                extensions.build(extensions_dir)
+                extensions_page = extensions.build(extensions_tab or _read_only_extensions_tab(
+                    extensions_dir, manager.options, save_settings))
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_page = settings.build(manager.options, save_settings, worker.with_lock, freeze_settings,
                                                show_dir_fields, choices, quick, tabs)
+                theirs = extension_settings_ui.build(extension_settings, freeze_settings)
         for tab in (t2i, i2i):
             paste.wire_paste_button(tab)
             _wire_send_buttons(tab, i2i, extras_image, main_tabs)
@@ -139,6 +169,10 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
         # every load shows what the settings hold now, not what they held when the page was built
         demo.load(settings_page.current, outputs=settings_page.outputs(), api_visibility="private",
                   show_progress="hidden").then(**settings.to_page_scripts(settings_page))
+        if theirs is not None:
+            demo.load(theirs[1], outputs=theirs[0], api_visibility="private", show_progress="hidden")
+        demo.load(extensions_page.current, outputs=extensions_page.outputs, api_visibility="private",
+                  show_progress="hidden")
         translations = gr.JSON(visible=False)
         demo.load(lambda: load_localization(translation_folders, manager.options.localization), outputs=translations,
                   api_visibility="private"

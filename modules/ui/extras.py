@@ -13,8 +13,9 @@ from modules.ui.generation import DIR_ACCESS_REFUSED
 from modules.ui.picture_inputs import picture_input
 
 
-def build(worker: GenerationWorker, show_dir_fields: bool) -> gr.Image:
-    """Build the tab; returns the source image control (a target of "Send to extras")."""
+def build(worker: GenerationWorker, show_dir_fields: bool, scripts=None) -> gr.Image:
+    """Build the tab; returns the source image control (a target of "Send to extras"). `scripts`
+    (modules.scripts.ScriptHost): the extensions' Extras scripts add their controls under ours."""
     upscaler_names = worker.ctx.upscalers.names()
     with gr.Row():
         with gr.Column():
@@ -59,6 +60,7 @@ def build(worker: GenerationWorker, show_dir_fields: bool) -> gr.Image:
                 codeformer_weight = gr.Slider(0, 1, value=0, step=0.001, label="CodeFormer weight",
                                               info="0 = maximum effect; 1 = minimum effect",
                                               elem_id="extras_codeformer_weight")
+            script_inputs = scripts.build_extras() if scripts is not None else []
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
         with gr.Column():
             gallery = gr.Gallery(label="Result", elem_id="extras_gallery", columns=2, height=480, format="png",
@@ -66,7 +68,7 @@ def build(worker: GenerationWorker, show_dir_fields: bool) -> gr.Image:
             info = gr.HTML(elem_id="html_info_extras")
 
     def process(tab, single, many, in_dir, out_dir, rmode, by_factor, w, h, do_crop, up1, up2, vis, gfpgan,
-                codeformer, weight):
+                codeformer, weight, *script_values):
         req = ExtrasRequest(resize_mode=int(rmode), upscaling_resize=float(by_factor), upscaling_resize_w=int(w),
                             upscaling_resize_h=int(h), upscaling_crop=bool(do_crop), upscaler_1=up1,
                             upscaler_2=up2, extras_upscaler_2_visibility=float(vis), gfpgan_visibility=float(gfpgan),
@@ -92,7 +94,8 @@ def build(worker: GenerationWorker, show_dir_fields: bool) -> gr.Image:
             if not pictures:
                 raise PostprocessError("no picture to process")
             into = Path(out_dir) if tab == "directory" and out_dir else None
-            results, texts, _ = worker.run_extras(pictures, req, into)
+            postprocess = scripts.extras_postprocess(list(script_values)) if scripts is not None else None
+            results, texts, _ = worker.run_extras(pictures, req, into, postprocess)
         except PostprocessError as e:
             return gr.skip(), f"<p class='error'>❌ {html.escape(str(e))}</p>"
         if not results:
@@ -102,6 +105,6 @@ def build(worker: GenerationWorker, show_dir_fields: bool) -> gr.Image:
 
     run.click(process, inputs=[mode, image, files, input_dir, output_dir, resize_mode, factor, width, height, crop,
                                upscaler_1, upscaler_2, visibility, gfpgan_visibility, codeformer_visibility,
-                               codeformer_weight], outputs=[gallery, info], api_name="extras",
+                               codeformer_weight, *script_inputs], outputs=[gallery, info], api_name="extras",
               concurrency_limit=1, concurrency_id="generate")
     return image

@@ -403,10 +403,13 @@ def _selected_index(evt: gr.SelectData) -> int:
     return int(evt.index)
 
 
-def stream(worker: GenerationWorker, req, option_overrides: dict | None = None, models: dict | None = None):
+def stream(worker: GenerationWorker, req, option_overrides: dict | None = None, models: dict | None = None,
+           runner=None):
     """Generator for Gradio: progress and previews while sampling, then the gallery and infotext.
-    `option_overrides` and `models` (from "Override settings") apply to this job only."""
-    extra = {k: v for k, v in (("option_overrides", option_overrides), ("models", models)) if v}
+    `option_overrides` and `models` (from "Override settings") apply to this job only; `runner` carries it out with
+    the tab's scripts."""
+    extra = {k: v for k, v in (("option_overrides", option_overrides), ("models", models), ("runner", runner))
+             if v}
     try:
         for item in worker.run_streaming(req, **extra):
             if isinstance(item, Queued):
@@ -435,8 +438,23 @@ def _forever(tab: str) -> dict:
     return dict(fn=None, js=f"() => window.generateForeverNext('{tab}')", api_visibility="private", queue=False)
 
 
+def script_controls(tab: str, scripts) -> dict[str, gr.components.Component]:
+    """The scripts' controls of a tab (`scripts`: modules.scripts.ScriptHost, or None: only an empty Script
+    dropdown), by the keyword their values are passed to the tab's run function under."""
+    if scripts is None:
+        return {"script_0": gr.Dropdown(["None"], value="None", label="Script", elem_id=f"{tab}_script")}
+    return {f"script_{i}": c for i, c in enumerate(scripts.build(tab))}
+
+
+def script_runner(tab: str, scripts, values: dict):
+    """Take the scripts' values out of a run's `values`; the runner that carries the job out with them (None: no
+    script takes part)."""
+    args = [values.pop(f"script_{i}") for i in range(sum(1 for k in values if k.startswith("script_")))]
+    return scripts.page_runner(tab, args) if scripts is not None else None
+
+
 def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, default_size: int = 512,
-                  show_dir_fields: bool = True):
+                  show_dir_fields: bool = True, scripts=None):
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste, styles = prompt_boxes("txt2img", worker, steps_proxy)
     checkpoint_box = networks.build("txt2img", worker, previews)
@@ -474,7 +492,7 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                 switch_at = gr.Slider(0.01, 1, value=0.8, step=0.01, label="Switch at",
                                       elem_id="txt2img_refiner_switch_at")
             override = override_settings_box("txt2img")
-            gr.Dropdown(["None"], value="None", label="Script", elem_id="txt2img_script")
+            script_inputs = script_controls("txt2img", scripts)
         with gr.Column(scale=1, elem_id="txt2img_results_column"):
             progress, gallery, info, send, selected, last_seed = output_panel("txt2img", worker, show_dir_fields)
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
@@ -490,14 +508,15 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                       "hr_negative_prompt": hr_negative, "refiner_checkpoint": refiner, "refiner_switch_at": switch_at}
 
     def run(override_settings=None, **values):
+        runner = script_runner("txt2img", scripts, values)
         try:
             req = txt2img_request(values)
         except GenerationError as e:
             yield "", gr.skip(), error_html(e), gr.skip()
             return
-        yield from stream(worker, req, *option_overrides(override_settings, worker.ctx.options))
+        yield from stream(worker, req, *option_overrides(override_settings, worker.ctx.options), runner=runner)
 
-    run_inputs = {**request_inputs, "override_settings": override}
+    run_inputs = {**request_inputs, "override_settings": override, **script_inputs}
     generate.click(run, inputs_kwargs=run_inputs, outputs=[progress, gallery, info, last_seed], api_name="txt2img",
                    concurrency_limit=1, concurrency_id="generate").then(**_forever("txt2img"))
     prompt.submit(run, inputs_kwargs=run_inputs, outputs=[progress, gallery, info, last_seed],
@@ -542,7 +561,7 @@ def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, default_size: int = 512,
-                  show_dir_fields: bool = True):
+                  show_dir_fields: bool = True, scripts=None):
     steps_proxy = gr.State(20)
     prompt, negative, generate, paste, styles = prompt_boxes("img2img", worker, steps_proxy)
     checkpoint_box = networks.build("img2img", worker, previews)
@@ -593,6 +612,7 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                                     elem_id="img2img_inpaint_full_res_padding")
             c = Controls("img2img", default_size, resize_by=True)
             override = override_settings_box("img2img")
+            script_inputs = script_controls("img2img", scripts)
         with gr.Column(scale=1, elem_id="img2img_results_column"):
             progress, gallery, info, send, selected, last_seed = output_panel("img2img", worker, show_dir_fields)
     c.steps.change(lambda n: n, inputs=c.steps, outputs=steps_proxy, queue=False, api_visibility="private")
@@ -622,6 +642,7 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
 
     def run(*, mode, resize_by, scale_by, image, sketch, inpaint, inpaint_sketch, upload_image, upload_mask,
             batch_input_dir, batch_output_dir, batch_mask_dir, override_settings=None, **values):
+        runner = script_runner("img2img", scripts, values)
         mask = None
         if mode == "sketch":
             image = _composite(sketch)
@@ -648,9 +669,10 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
         if image is None:
             yield "", gr.skip(), "<p class='error'>❌ Put an image in first.</p>", gr.skip()
             return
-        yield from stream(worker, req, *option_overrides(override_settings, worker.ctx.options))
+        yield from stream(worker, req, *option_overrides(override_settings, worker.ctx.options), runner=runner)
 
-    generate.click(run, inputs_kwargs={**source_inputs, **request_inputs, "override_settings": override},
+    generate.click(run, inputs_kwargs={**source_inputs, **request_inputs, "override_settings": override,
+                                       **script_inputs},
                    outputs=[progress, gallery, info, last_seed],
                    api_name="img2img", concurrency_limit=1, concurrency_id="generate").then(**_forever("img2img"))
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info,
