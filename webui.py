@@ -65,6 +65,7 @@ def start_extensions(args, paths, services):
     active = extensions.active_extensions(found, services.options, args, failed=errors)
     host = scripts.initialize(active)
     script_callbacks.ui_settings_callback()  # extensions declare their settings before the page is built
+    script_callbacks.before_ui_callback()  # e.g. extensions add their X/Y/Z plot axes here
     from modules.sd_models import ModelView
     services.models.on_loaded.append(lambda model: script_callbacks.model_loaded_callback(ModelView(model)))
     if services.models.current is not None:  # loaded before the extensions were: they hear of it now
@@ -118,8 +119,13 @@ def build_app(args) -> WebUI:
         from modules import script_callbacks
         from modules.ui.app import create_ui
         from modules.ui.extensions import ExtensionsTab
+
+        def extension_errors() -> dict[str, str]:
+            """Why an extension is not loaded, or what went wrong in its scripts since the start."""
+            found = {name: f"while running: {error}" for name, error in scripts.hook_errors.items()}
+            return {**found, **scripts.load_errors}
         extensions_tab = ExtensionsTab(paths.data_dir / "extensions", services.options, services.save_settings,
-                                       restart_program, args, load_errors=lambda: dict(scripts.load_errors),
+                                       restart_program, args, load_errors=extension_errors,
                                        install_errors=install_errors, stamps_file=install_stamps_file(paths))
         demo = create_ui(services.models, services.worker, save_settings=services.save_settings,
                          show_dir_fields=not args.hide_ui_dir_config, freeze_settings=args.freeze_settings,

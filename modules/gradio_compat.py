@@ -8,6 +8,7 @@ keywords it removed: a call that is valid in Gradio 6 behaves as Gradio document
 - `Component.update(...)` on every component and layout class (`gr.Dropdown.update(choices=[...])`,
   `gr.Tabs.update(selected=...)`), as a class or an instance method: it returns `gr.update(...)`, which
   event handlers return in Gradio 6. (`gr.Row.update` is Gradio 6's own.)
+- `tooltip=` on every component (A1111's own keyword): kept as `component.webui_tooltip`.
 - `Component.style(...)`: returns the component. `grid=` sets a Gallery's `columns`; a keyword that is a
   constructor argument of the component (`height`, `container`, `size`, `equal_height`, `object_fit`,
   `preview`, `columns`, `rows`...) sets it; the rest (`full_width`, `rounded`, `border`, `margin`,
@@ -162,11 +163,15 @@ def _all_subclasses(cls: type) -> Iterator[type]:
 
 def _accepting_constructor_keywords(cls: type, translations: dict[str, Translation]) -> Callable:
     init = cls.__dict__["__init__"]
+    accepted = inspect.signature(init).parameters
 
     @functools.wraps(init)
     def init_accepting_gradio3_keywords(self, *args, **kwargs):
+        tooltip = kwargs.pop("tooltip", None) if "tooltip" not in accepted else None
         _translate(cls.__name__, translations, kwargs)
         init(self, *args, **kwargs)
+        if tooltip is not None:  # A1111's own keyword for every component (its page shows it as a title)
+            self.webui_tooltip = tooltip
 
     init_accepting_gradio3_keywords.accepts_gradio3_keywords = True
     return init_accepting_gradio3_keywords
@@ -198,7 +203,7 @@ def _patch_constructors() -> None:
         for base, keywords in _CONSTRUCTOR_VALUES.items():
             if issubclass(cls, base):
                 translations.update({keyword: _renaming_values(keyword, names) for keyword, names in keywords.items()})
-        if translations:
+        if translations or (issubclass(cls, gr.components.Component) and "tooltip" not in accepted):
             cls.__init__ = _accepting_constructor_keywords(cls, translations)
 
 

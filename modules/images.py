@@ -168,6 +168,9 @@ def _block_height(lines: list[_Line], spacing: int) -> int:
     return sum(line.height for line in lines) + spacing * max(0, len(lines) - 1)
 
 
+MIN_LEGEND_FONT_SIZE = 14  # px: A1111's size is 4 % of a cell's sides, unreadable for small cells
+
+
 def draw_grid_annotations(im: Image.Image, width: int, height: int, hor_texts: list[list[GridAnnotation]],
                           ver_texts: list[list[GridAnnotation]], margin: int = 0) -> Image.Image:
     """`im`, a grid of width x height cells, with each column's texts above it and each row's texts to its left,
@@ -183,11 +186,14 @@ def draw_grid_annotations(im: Image.Image, width: int, height: int, hor_texts: l
     inactive = ImageColor.getcolor(getattr(opts, "grid_text_inactive_color", "#999999"), "RGB")
     background = ImageColor.getcolor(getattr(opts, "grid_background_color", "#ffffff"), "RGB")
 
-    fontsize = (width + height) // 25
+    fontsize = max((width + height) // 25, MIN_LEGEND_FONT_SIZE)
     spacing = fontsize // 2
     font = get_font(fontsize)
     has_row_texts = any(annotation.text for annotations in ver_texts for annotation in annotations)
-    pad_left = width * 3 // 4 if has_row_texts else 0
+    pad_left = 0
+    if has_row_texts:  # A1111's 3/4 of a cell, wider for small cells so that the row legends keep their size
+        widest = max(font.getlength(a.text) for annotations in ver_texts for a in annotations)
+        pad_left = max(width * 3 // 4, min(int(widest) + 2 * spacing, 3 * width))
     col_lines = [_layout(annotations, font, fontsize, width) for annotations in hor_texts]
     row_lines = [_layout(annotations, font, fontsize, pad_left) for annotations in ver_texts]
     col_heights = [_block_height(lines, spacing) for lines in col_lines]

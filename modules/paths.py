@@ -13,6 +13,20 @@ BUILTIN_LORA_DIR = REPO_ROOT / "models" / "Lora"
 BUILTIN_EMBEDDINGS_DIR = REPO_ROOT / "embeddings"
 BUILTIN_UPSCALER_DIR = REPO_ROOT / "models" / "ESRGAN"  # the shipped upscaler (tools/train_upscaler.py)
 UPSCALER_FOLDERS = ("ESRGAN", "BSRGAN", "RealESRGAN", "SwinIR", "ScuNET", "DAT", "HAT")  # A1111's, under models/
+# A1111's module-level names, for extensions (`from modules.paths import models_path`)
+script_path = str(REPO_ROOT)
+extensions_builtin_dir = str(REPO_ROOT / "extensions-builtin")
+
+
+def __getattr__(name: str):
+    """A1111's data folders (`models_path`, `data_path`, `extensions_dir`): they follow --data-dir, which is known
+    once the running program has bound the extension modules (modules.shared_services)."""
+    from modules import shared_services
+    data = shared_services.services().paths.data_dir if shared_services.bound() else REPO_ROOT
+    found = {"data_path": data, "models_path": data / "models", "extensions_dir": data / "extensions"}
+    if name in found:
+        return str(found[name])
+    raise AttributeError(f"module 'modules.paths' has no attribute {name!r}")
 
 
 def _flag_folder(args, name: str) -> Path | None:

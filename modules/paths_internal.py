@@ -3,22 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modules import paths
 from modules.paths import REPO_ROOT
 
-script_path = str(REPO_ROOT)
-extensions_builtin_dir = str(REPO_ROOT / "extensions-builtin")
+script_path = paths.script_path
+extensions_builtin_dir = paths.extensions_builtin_dir
+sd_configs_path = str(REPO_ROOT / "configs")
 
 
 def __getattr__(name: str):
-    """The data folders follow --data-dir, known once the program is bound (modules.shared.bind)."""
-    from modules import shared_services
-    data = shared_services.services().paths.data_dir if shared_services.bound() else REPO_ROOT
-    found = {"data_path": data, "models_path": data / "models", "extensions_dir": data / "extensions",
-             "default_output_dir": data / "outputs", "sd_configs_path": REPO_ROOT / "configs"}
-    if name in found:
-        return str(found[name])
-    raise AttributeError(f"module 'modules.paths_internal' has no attribute {name!r}")
+    """The data folders follow --data-dir (see modules.paths)."""
+    if name == "default_output_dir":
+        return str(Path(paths.data_path) / "outputs")
+    return getattr(paths, name)
 
-
-def cwd() -> Path:
-    return Path.cwd()
+cwd = str(Path.cwd())  # where the program was started from

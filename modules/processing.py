@@ -27,7 +27,7 @@ from modules.generation import (
     process_txt2img,
 )
 from modules.generation.job import Batch, Job, JobHooks
-from modules.generation.requests import MAX_SEED
+from modules.generation.requests import MAX_SEED, VERSION
 from modules.options import PATH_SETTINGS, Options, SettingError
 from modules.sampling.samplers import find_sampler
 
@@ -92,6 +92,7 @@ def create_infotext(p, all_prompts=None, all_seeds=None, all_subseeds=None, comm
         "Denoising strength": getattr(p, "denoising_strength", None) if isinstance(
             p, StableDiffusionProcessingImg2Img) or getattr(p, "enable_hr", False) else None,
         **(p.extra_generation_params or {}),
+        "Version": VERSION,
     }
     prompt = p.main_prompt if use_main_prompt and p.main_prompt else prompts[index]
     negative = negatives[min(index, len(negatives) - 1)]
@@ -439,6 +440,18 @@ class ScriptHooks(JobHooks):
             p.scripts.process_batch(p, batch_number=batch.number, prompts=p.prompts, seeds=p.seeds,
                                     subseeds=p.subseeds)
 
+    def saving(self, job: Job, image: Image.Image, infotext: str) -> tuple[Image.Image, str]:
+        if not script_callbacks.ordered_callbacks("before_image_saved"):
+            return image, infotext
+        params = script_callbacks.ImageSaveParams(image, self.p, "", {"parameters": infotext})
+        script_callbacks.before_image_saved_callback(params)
+        return params.image, str(params.pnginfo.get("parameters", infotext))
+
+    def saved(self, job: Job, path, image: Image.Image, infotext: str) -> None:
+        if script_callbacks.ordered_callbacks("image_saved"):
+            script_callbacks.image_saved_callback(
+                script_callbacks.ImageSaveParams(image, self.p, str(path), {"parameters": infotext}))
+
     def step_hooks(self, job: Job, total_steps: int):
         if not (script_callbacks.ordered_callbacks("cfg_denoiser") or script_callbacks.ordered_callbacks(
                 "cfg_after_cfg")):
@@ -450,15 +463,15 @@ class ScriptHooks(JobHooks):
         if p.scripts is None or not pictures:
             return pictures
         samples = torch.stack([_to_tensor(x) for x in pictures])
+        originals = samples.clone()  # scripts may change the tensors in place
         p.scripts.postprocess_batch(p, samples, batch_number=batch.number)
         listed = PostprocessBatchListArgs(list(samples))
         p.scripts.postprocess_batch_list(p, listed, batch_number=batch.number)
         if len(listed.images) != len(pictures):
             log.warning("a script changed the number of pictures of a batch; its change is not used")
             listed.images = list(samples)
-        changed = [_to_picture(s) if not torch.equal(s, o) else x
-                   for s, o, x in zip(listed.images, samples, pictures)] if all(
-            isinstance(s, torch.Tensor) for s in listed.images) else [_to_picture(s) for s in listed.images]
+        changed = [x if isinstance(s, torch.Tensor) and torch.equal(s, o) else _to_picture(s)
+                   for s, o, x in zip(listed.images, originals, pictures)]
         out = []
         for k, picture in enumerate(changed):
             p.batch_index = k
@@ -545,7 +558,7 @@ def result_from_processed(processed: Processed) -> GenerationResult:
     with its infotext."""
     texts = list(processed.infotexts) + [processed.info] * (len(processed.images) - len(processed.infotexts))
     images = [_to_picture(x) for x in processed.images]
-    return GenerationResult(images, texts[:len(images)], list(processed.all_seeds), list(processed.all_subseeds),
+    return GenerationResult(images, texts, list(processed.all_seeds), list(processed.all_subseeds),
                             paths=list(getattr(processed, "paths", [])),
                             warnings=list(getattr(processed, "warnings", [])),
                             interrupted=bool(getattr(processed, "interrupted", False)),

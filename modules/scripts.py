@@ -191,6 +191,7 @@ ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedi
 scripts_data: list[ScriptClassData] = []
 postprocessing_scripts_data: list[ScriptClassData] = []
 load_errors: dict[str, str] = {}  # extension name (or script file) -> why it is not loaded
+hook_errors: dict[str, str] = {}  # extension name (or script file) -> the last error of one of its scripts' hooks
 _lock = threading.Lock()
 
 
@@ -214,7 +215,12 @@ def _import_file(path: Path):
     """Import one script file as its own module, named as A1111 names it (the file's name)."""
     spec = importlib.util.spec_from_file_location(path.name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[path.name] = module  # dataclasses and pickling look a class's module up there
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(path.name, None)
+        raise
     return module
 
 
@@ -255,6 +261,9 @@ def load_scripts(extensions=()) -> None:
 def _report(script: Script, what: str) -> None:
     log.exception("%s of script %s (%s) failed; the job goes on without it", what, script.title_safe,
                   script.filename)
+    error = sys.exc_info()[1]
+    owner = _owner_name(Path(script.filename or "script"))
+    hook_errors[owner] = f"{script.title_safe}: {what} raised {type(error).__name__}: {error}"
 
 
 def _title(script: Script) -> str:
@@ -447,12 +456,21 @@ class ScriptRunner:
         p.outpath_grids = str(saving.output_folder(ctx.options, ctx.outputs_dir, f"{req.mode}-grids"))
         p.scripts = self
         p.script_args = tuple(args)
-        with shared.job_context(ctx):
-            self.setup_scrips(p)
-            processed = self.run(p, *args)
-            if processed is None:
-                processed = process_images(p)
-            return result_from_processed(processed)
+        ctx.state.begin(1, text=req.mode)  # the jobs a script runs count on from here (state.job_count, interrupt)
+        try:
+            with shared.job_context(ctx):
+                self.setup_scrips(p)
+                processed = self.run(p, *args)
+                if processed is None:
+                    processed = process_images(p)
+                return result_from_processed(processed)
+        finally:
+            ctx.state.end()
+
+
+def gr_block_type():
+    import gradio as gr
+    return gr.blocks.Block
 
 
 def _slug(name: str | None) -> str:
@@ -628,6 +646,13 @@ class ScriptHost:
             for i, arg in enumerate(list(given)[:script.args_to - script.args_from]):
                 args[script.args_from + i] = arg
         return lambda req, ctx: runner.run_request(args, req, ctx)
+
+    def paste_fields(self, tab: str) -> list[tuple]:
+        """(control, infotext key or function of the parameters) of the tab's scripts, for pasting an infotext."""
+        return [(c, key) for c, key in self.runners[tab].infotext_fields if isinstance(c, gr_block_type())]
+
+    def infotext_pasted(self, text: str, params: dict) -> None:
+        script_callbacks.infotext_pasted_callback(text, params)
 
     def build_extras(self) -> list:
         """The Extras scripts' controls in the current Blocks."""

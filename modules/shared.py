@@ -309,7 +309,14 @@ class _State:
         if self._progress:
             self._progress.set_text(str(value or ""))
 
-    job = property(lambda self: self.textinfo)
+    @property
+    def job(self) -> str:
+        return self.textinfo
+
+    @job.setter
+    def job(self, value: str) -> None:
+        self.textinfo = value
+
     current_image = None
     server_start = None
 

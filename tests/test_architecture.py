@@ -8,7 +8,8 @@ MODULES = Path(__file__).resolve().parent.parent / "modules"
 
 # Top-level modules that everything may use: plain data and syntax, no models or jobs.
 FOUNDATION = {"modules.paths", "modules.cmd_args", "modules.options", "modules.prompt_parser",
-              "modules.infotext_utils", "modules.localization", "modules.extensions", "modules.user_files"}
+              "modules.infotext_utils", "modules.localization", "modules.extensions", "modules.user_files",
+              "modules.shared_services"}  # which running program the extension modules speak for (no imports)
 LAYERS = {
     "modules.models": 1,
     "modules.conditioning": 2,

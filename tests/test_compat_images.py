@@ -169,8 +169,10 @@ def test_font_size_follows_the_cell_size():
         rows = np.nonzero(ink(out, (0, 0, out.width, out.height - size)).any(axis=1))[0]
         return rows[-1] - rows[0] + 1
 
-    small, large = text_height(128), text_height(512)
+    small, large = text_height(256), text_height(1024)
     assert 3.2 < large / small < 4.8  # (width + height) / 25 pixels: four times the cell, four times the text
+    # small cells (the demo model's 64 px) keep a readable size instead of A1111's 5 px
+    assert text_height(64) >= 0.6 * images.MIN_LEGEND_FONT_SIZE
 
 
 def test_long_texts_wrap_within_their_column():
@@ -197,8 +199,8 @@ def test_inactive_texts_are_grey_and_struck_through():
 
 def test_prompt_matrix_legends_every_combination():
     out = images.draw_prompt_matrix(cells_grid(4, 2, 64), 64, 64, ["a cat", "red", "hat", "sunny"])
-    pad_left, pad_top = 48, out.height - 128
-    assert out.width == 256 + pad_left and pad_top > 0
+    pad_left, pad_top = out.width - 256, out.height - 128
+    assert pad_left >= 48 and pad_top > 0  # at least A1111's 3/4 of a cell, more where the row legends need it
     for col in range(4):
         assert ink(out, (pad_left + 64 * col, 0, pad_left + 64 * (col + 1), pad_top), 200).any()
     with pytest.raises(ValueError, match="horizontal texts"):

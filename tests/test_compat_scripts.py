@@ -220,3 +220,57 @@ def test_cfg_callbacks_see_every_model_call_and_may_change_the_result(program):
         script_callbacks.remove_callbacks_for_function(record)
         script_callbacks.remove_callbacks_for_function(darken)
     assert not np.array_equal(pixels(plain.images[0]), pixels(changed.images[0]))
+
+
+def test_image_saved_callbacks_see_each_picture_written_and_may_change_its_text(program):
+    from modules import script_callbacks
+    services, host, data = program
+    written = []
+
+    def stamp(params):
+        params.pnginfo["parameters"] += ", Stamped: yes"
+
+    def record(params):
+        written.append(params.filename)
+
+    script_callbacks.on_before_image_saved(stamp)
+    script_callbacks.on_image_saved(record)
+    try:
+        result = services.worker.run(small(save_images=True, seed=31), runner=host.api_runner("txt2img", None, [], {}))
+    finally:
+        script_callbacks.remove_callbacks_for_function(stamp)
+        script_callbacks.remove_callbacks_for_function(record)
+    assert [str(p) for p in result.paths] == written
+    with Image.open(written[0]) as saved:
+        assert saved.info["parameters"].endswith(", Stamped: yes")
+
+
+@pytest.mark.usefixtures("program")
+def test_a_script_darkening_the_batch_in_place_darkens_the_pictures():
+    class Darken(scripts.Script):
+        def title(self):
+            return "Darken"
+
+        def postprocess_batch(self, p, *args, **kwargs):
+            kwargs["images"].mul_(0)  # A1111 scripts change the decoded batch in place
+
+    runner = scripts.ScriptRunner()
+    script = Darken()
+    script.args_from = script.args_to = 1
+    runner.alwayson_scripts = [script]
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="a red square", steps=3, width=64, height=64, seed=2,
+                                                     do_not_save_samples=True)
+    p.scripts, p.script_args = runner, (0,)
+    processed = processing.process_images(p)
+    assert not pixels(processed.images[0]).any()
+
+
+@pytest.mark.usefixtures("program")
+def test_components_accept_a1111s_tooltip_keyword():
+    import gradio as gr
+
+    from modules import gradio_compat
+    gradio_compat.install()  # webui.py installs it before loading extensions
+    with gr.Blocks():
+        box = gr.Checkbox(label="x", tooltip="what x does")
+    assert box.webui_tooltip == "what x does"

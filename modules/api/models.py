@@ -210,8 +210,12 @@ def _flag_type(action: argparse.Action, value: Any) -> Any:
     return _optional(value)
 
 
+class _OptionsAnswer(_Answer):
+    model_config = ConfigDict(extra="allow")  # the settings extensions declared, beside ours
+
+
 OptionsModel = create_model(  # A1111 calls it "Options"
-    "Options", __base__=_Answer,
+    "Options", __base__=_OptionsAnswer,
     **{name: (_optional(value), Field(default=value)) for name, value in asdict(Options()).items()})
 
 

@@ -63,6 +63,13 @@ class JobHooks:
         """The batch's finished pictures before they are saved (`postprocess_batch`, `postprocess_image`)."""
         return pictures
 
+    def saving(self, job: Job, image: Image.Image, infotext: str) -> tuple[Image.Image, str]:
+        """A picture about to be written, with its infotext (A1111's before_image_saved); what to write."""
+        return image, infotext
+
+    def saved(self, job: Job, path: Path, image: Image.Image, infotext: str) -> None:
+        """A picture was written to `path` (A1111's image_saved)."""
+
     def step_hooks(self, job: Job, total_steps: int) -> StepHooks | None:
         """What runs at each model call of a sampling pass of `total_steps` (None: nothing)."""
         return None
@@ -608,7 +615,9 @@ class Job:
         def write(picture: Image.Image, suffix: str = "") -> Path:
             return saving.save_image(picture, folder, seed, infotext, opts.samples_format, suffix, opts=opts,
                                      names=self.file_names(index, picture))
+        image, infotext = self.ctx.hooks.saving(self, image, infotext)
         path = write(image)
+        self.ctx.hooks.saved(self, path, image, infotext)
         mask = getattr(self, "mask_for_overlay", None)  # set by img2img when it paints through a mask
         if mask is not None and opts.save_mask:
             write(mask.convert("RGB"), "-mask")

@@ -1,6 +1,8 @@
 """The whole page: quicksettings on top, then the tabs."""
 from __future__ import annotations
 
+import html
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,15 +29,17 @@ CSS = """
 @keyframes forever { 50% { filter: brightness(1.3); } }
 /* on a phone the pictures come right after the prompts and Generate, before the parameters */
 @media (max-width: 768px) { #txt2img_results_column, #img2img_results_column { order: -1; } }
-/* token counters in the prompt boxes' top right corner, as in A1111, not on rows of their own */
+/* token counters in the prompt boxes' top right corner, as in A1111, not on rows of their own: each counter comes
+   right before its box and takes no room */
 [id$="_token_counter"] { position: relative; height: 0 !important; min-height: 0 !important; padding: 0 !important;
-                         margin-top: calc(-1 * var(--layout-gap)) !important; border: none !important;
+                         margin-bottom: calc(-1 * var(--layout-gap)) !important; border: none !important;
                          overflow: visible !important; z-index: 5; background: none !important; }
-[id$="_token_counter"] span { position: absolute; right: 0.8em; bottom: 0.4em; font-size: 0.8em; opacity: 0.75;
+[id$="_token_counter"] span { position: absolute; right: 0.8em; top: 0.6em; font-size: 0.8em; opacity: 0.75;
                               padding: 0 0.3em; border-radius: 3px; background: var(--block-background-fill); }
 """ + networks.CSS
 
 SCRIPTS_DIR = REPO_ROOT / "javascript"
+log = logging.getLogger(__name__)
 
 
 def page_head() -> str:
@@ -140,11 +144,13 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img") as tabs["txt2img"]:
                 _scripts_tab(scripts, "txt2img")
                 t2i = generation.build_txt2img(worker, previews, size, show_dir_fields, scripts)
-            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img") as tabs["img2img"]:
+            # drawn at load though hidden (Gradio draws a tab on its first visit otherwise), as in A1111: extensions'
+            # page scripts look for img2img's and Extras' elements when the page has loaded
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img", render_children=True) as tabs["img2img"]:
                 _scripts_tab(scripts, "img2img")
                 i2i = generation.build_img2img(worker, previews, size, show_dir_fields, scripts)
             _scripts_tab(scripts, None)
-            with gr.Tab("Extras", id="extras", elem_id="tab_extras") as tabs["Extras"]:
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras", render_children=True) as tabs["Extras"]:
                 extras_image = extras.build(worker, show_dir_fields, scripts)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo") as tabs["PNG Info"]:
                 paste.build_png_info({"txt2img": t2i, "img2img": i2i}, main_tabs, extras_image)
@@ -152,7 +158,11 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
                 merger.build(manager, worker, checkpoint)
             for blocks, title, elem_id in added_tabs:
                 with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}") as tabs[title]:
-                    blocks.render()
+                    try:
+                        blocks.render()
+                    except Exception as e:  # an extension's tab: the page goes on without it
+                        log.exception("the tab %r an extension added could not be shown", title)
+                        gr.HTML(f"<p class='error'>❌ This tab could not be shown: {html.escape(str(e))}</p>")
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions") as tabs["Extensions"]:
                 extensions_page = extensions.build(extensions_tab or _read_only_extensions_tab(
                     extensions_dir, manager.options, save_settings))

@@ -60,4 +60,8 @@ def build(settings, frozen: bool) -> tuple[list, object] | None:
         return f"<p>Saved {len(checked)} settings of extensions.</p>"
 
     apply.click(save, inputs=list(controls.values()), outputs=status, api_visibility="private")
-    return list(controls.values()), lambda: [settings.values()[k] for k in keys]
+
+    def current():  # Gradio takes a one-item list for one output as that output's value
+        values = [settings.values()[k] for k in keys]
+        return values if len(values) > 1 else values[0]
+    return list(controls.values()), current

@@ -186,12 +186,14 @@ def txt2img_request(values: dict[str, object]) -> Txt2ImgRequest:
 def prompt_boxes(tab: str, worker: GenerationWorker, steps: gr.Slider):
     with gr.Row(elem_id=f"{tab}_toprow"):
         with gr.Column(scale=6):
+            # each counter comes before its box and sits in the box's top right corner (CSS in app.py), so that what
+            # extensions put after a box (A1111's after_component) does not come between them
+            prompt_count = gr.HTML("<span>0/75</span>", elem_id=f"{tab}_token_counter")
             prompt = gr.Textbox(label="Prompt", lines=4, elem_id=f"{tab}_prompt",
                                 placeholder="Prompt (press Ctrl+Enter to generate)")
-            prompt_count = gr.HTML("<span>0/75</span>", elem_id=f"{tab}_token_counter")
+            negative_count = gr.HTML("<span>0/75</span>", elem_id=f"{tab}_negative_token_counter")
             negative = gr.Textbox(label="Negative prompt", lines=3, elem_id=f"{tab}_neg_prompt",
                                   placeholder="Negative prompt")
-            negative_count = gr.HTML("<span>0/75</span>", elem_id=f"{tab}_negative_token_counter")
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate")
             with gr.Row():
@@ -291,7 +293,7 @@ def output_panel(tab: str, worker: GenerationWorker, show_dir_fields: bool = Tru
         progress = gr.HTML("", elem_id=f"{tab}_progress")
         # PNG: lossless, so "Send to" hands on the exact pixels
         gallery = gr.Gallery(label="Output", elem_id=f"{tab}_gallery", columns=2, height=520, preview=True,
-                             format="png", type="pil", interactive=False)
+                             format="png", type="pil", interactive=False, object_fit="contain")
         with gr.Row():
             open_folder = gr.Button("📂", elem_id=f"{tab}_open_folder", size="sm", min_width=40, scale=0,
                                     visible=show_dir_fields)
@@ -523,7 +525,8 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                   api_visibility="private", concurrency_limit=1, concurrency_id="generate").then(**_forever("txt2img"))
     return {"prompt": prompt, "negative": negative, "controls": c, "gallery": gallery, "info": info, "paste": paste,
             "styles": styles, "send": send, "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box,
-            "request_inputs": request_inputs, "override_settings": override, "worker": worker}
+            "request_inputs": request_inputs, "override_settings": override, "worker": worker,
+            "scripts": scripts, "script_paste": scripts.paste_fields("txt2img") if scripts is not None else []}
 
 
 def _mask_from_editor(value) -> tuple[Image.Image | None, Image.Image | None]:
@@ -679,7 +682,8 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
             "image": init_image, "sketch": sketch, "inpaint": inpaint, "inpaint_sketch": inpaint_sketch, "tabs": tabs,
             "mode": mode, "paste": paste, "send": send,
             "selected": selected, "last": last_seed, "checkpoint_box": checkpoint_box,
-            "request_inputs": request_inputs, "override_settings": override, "worker": worker}
+            "request_inputs": request_inputs, "override_settings": override, "worker": worker,
+            "scripts": scripts, "script_paste": scripts.paste_fields("img2img") if scripts is not None else []}
 
 
 def _batch(worker: GenerationWorker, req: Img2ImgRequest, input_dir: str, output_dir: str, mask_dir: str):

@@ -153,7 +153,8 @@ def _fields_of(tab: dict) -> list[tuple[str, Getter]]:
 def paste_outputs(tab: dict) -> list:
     """The controls an infotext fills on `tab`, in the order `values_from_infotext` answers."""
     inputs = tab["request_inputs"]
-    return [inputs[name] for name, _ in _fields_of(tab)] + [inputs["styles"], tab["override_settings"]]
+    return ([inputs[name] for name, _ in _fields_of(tab)] + [inputs["styles"], tab["override_settings"]]
+            + [component for component, _ in tab.get("script_paste", [])])
 
 
 def context_of(tab: dict) -> PasteContext:
@@ -212,6 +213,8 @@ def values_from_infotext(text: str, tab: dict, ctx: PasteContext | None = None, 
     whether seeds and size go along (A1111)."""
     ctx = ctx or context_of(tab)
     params = infotext_utils.parse_generation_parameters(text or "")
+    if tab.get("scripts") is not None:  # extensions may read or change what was pasted (on_infotext_pasted)
+        tab["scripts"].infotext_pasted(text or "", params)
     styles = _styles(params, ctx)
     kept = set()
     if sending and not getattr(ctx.options, "send_seed", True):
@@ -239,7 +242,21 @@ def values_from_infotext(text: str, tab: dict, ctx: PasteContext | None = None, 
         except (TypeError, ValueError, OverflowError):
             out.append(gr.skip())
     entries = override_entries(params, ctx)
-    return out + [styles, gr.update(choices=entries, value=entries, visible=bool(entries))]
+    overrides = gr.update(choices=entries, value=entries, visible=bool(entries))
+    return out + [styles, overrides] + _script_values(tab, params)
+
+
+def _script_values(tab: dict, params: dict) -> list:
+    """The scripts' controls that name an infotext key (A1111's `infotext_fields`: a key, or a function of all
+    the parameters); a key the text lacks leaves its control alone."""
+    out = []
+    for _, key in tab.get("script_paste", []):
+        try:
+            value = key(params) if callable(key) else params.get(key)
+        except Exception:  # noqa: BLE001 - an extension's function
+            value = None
+        out.append(gr.skip() if value is None else value)
+    return out
 
 
 def option_overrides(entries: list[str] | None, options) -> tuple[dict, dict]:

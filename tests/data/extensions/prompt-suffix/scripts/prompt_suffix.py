@@ -25,6 +25,7 @@ class PromptSuffix(scripts.Script):
     def ui(self, is_img2img):
         with gr.Accordion("Prompt suffix", open=False):
             enabled = gr.Checkbox(False, label="Append the suffix", elem_id=self.elem_id("enabled"))
+        self.infotext_fields = [(enabled, lambda params: "Prompt suffix" in params)]  # pasting ticks it again
         return [enabled]
 
     def after_component(self, component, **kwargs):
