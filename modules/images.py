@@ -194,7 +194,7 @@ def draw_grid_annotations(im: Image.Image, width: int, height: int, hor_texts: l
     if has_row_texts:  # A1111's 3/4 of a cell, wider for small cells so that the row legends keep their size
         widest = max(font.getlength(a.text) for annotations in ver_texts for a in annotations)
         pad_left = max(width * 3 // 4, min(int(widest) + 2 * spacing, 3 * width))
-    col_lines = [_layout(annotations, font, fontsize, width) for annotations in hor_texts]
+    col_lines = [_layout(annotations, font, fontsize, width - spacing) for annotations in hor_texts]  # apart
     row_lines = [_layout(annotations, font, fontsize, pad_left) for annotations in ver_texts]
     col_heights = [_block_height(lines, spacing) for lines in col_lines]
     pad_top = max(col_heights) + spacing * 2 if any(col_heights) else 0
