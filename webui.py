@@ -54,7 +54,7 @@ def start_extensions(args, paths, services):
     """Find the extensions, run the install.py of new or changed ones, load the scripts of the active ones and of
     scripts/, and bind A1111's `modules.shared` to this program. Returns (script host, active extensions, every
     extension found, {extension name: install.py's error})."""
-    from modules import extensions, gradio_compat, script_callbacks, scripts, shared
+    from modules import extensions, gradio_compat, script_callbacks, scripts, shared, shared_services
     from modules.paths import REPO_ROOT
 
     shared.bind(services, args)
@@ -64,6 +64,7 @@ def start_extensions(args, paths, services):
                                        install_stamps_file(paths))
     active = extensions.active_extensions(found, services.options, args, failed=errors)
     host = scripts.initialize(active)
+    shared_services.set_extensions(found, [e.name for e in active if e.name not in scripts.load_errors])
     script_callbacks.ui_settings_callback()  # extensions declare their settings before the page is built
     script_callbacks.before_ui_callback()  # e.g. extensions add their X/Y/Z plot axes here
     from modules.sd_models import ModelView
@@ -123,7 +124,7 @@ def build_app(args) -> WebUI:
         def extension_errors() -> dict[str, str]:
             """Why an extension is not loaded, or what went wrong in its scripts since the start."""
             found = {name: f"while running: {error}" for name, error in scripts.hook_errors.items()}
-            return {**found, **scripts.load_errors}
+            return {**found, **getattr(args, "extension_preload_errors", {}), **scripts.load_errors}
         extensions_tab = ExtensionsTab(paths.data_dir / "extensions", services.options, services.save_settings,
                                        restart_program, args, load_errors=extension_errors,
                                        install_errors=install_errors, stamps_file=install_stamps_file(paths))

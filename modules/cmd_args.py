@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Our flags and those the extensions' preload.py add (`preload_extensions`)."""
     parser = build_parser()
-    preload_extensions(parser, argv)
+    preload_errors = preload_extensions(parser, argv)
     args = parser.parse_args(argv)
+    args.extension_preload_errors = preload_errors  # shown in the Extensions tab
     # A1111's name: installing, updating, enabling and disabling extensions from the page is off
     args.disable_extension_access = serves_beyond_this_computer(args) and not args.enable_insecure_extension_access
     args.hide_ui_dir_config = args.hide_ui_dir_config or args.disable_extension_access

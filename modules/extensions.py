@@ -60,6 +60,12 @@ class Extension:
     is_builtin: bool = False
     enabled: bool = True  # not in the disabled_extensions setting; `active_extensions` also applies the switches
 
+    # A1111's attribute names, which extensions read from modules.extensions.extensions
+    remote = property(lambda self: self.url)
+    commit_hash = property(lambda self: self.commit)
+    version = property(lambda self: self.commit)
+    canonical_name = property(lambda self: self.name.lower())
+
     def list_files(self, subdir: str, suffix: str) -> list[Path]:
         """The files (not folders) in `subdir` whose names end with `suffix` (any case), in name order."""
         folder = self.path / subdir
@@ -458,3 +464,16 @@ def extension_statuses(extensions: Iterable[Extension], mode: str,
         else:
             statuses[e.name] = "ok"
     return statuses
+
+
+def active() -> list[Extension]:
+    """A1111's: the extensions this program loaded at start."""
+    from modules import shared_services
+    return [e for e in shared_services.extensions() if shared_services.is_active(e.name)]
+
+
+def __getattr__(name: str):
+    if name == "extensions":  # A1111's list of every extension found at start
+        from modules import shared_services
+        return list(shared_services.extensions())
+    raise AttributeError(f"module 'modules.extensions' has no attribute {name!r}")

@@ -6,11 +6,27 @@ import threading
 
 _services = None  # modules.generation.services.Services, once bound
 _job = threading.local()
+_extensions: tuple = ()  # modules.extensions.Extension: every one found at start
+_active: frozenset[str] = frozenset()  # the names of those loaded
 
 
 def bind(services) -> None:
     global _services
     _services = services
+
+
+def set_extensions(found, active_names) -> None:
+    """The extensions found at start and which of them are loaded (A1111's `modules.extensions.extensions`)."""
+    global _extensions, _active
+    _extensions, _active = tuple(found), frozenset(active_names)
+
+
+def extensions() -> tuple:
+    return _extensions
+
+
+def is_active(name: str) -> bool:
+    return name in _active
 
 
 def bound() -> bool:

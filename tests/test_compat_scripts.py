@@ -274,3 +274,28 @@ def test_components_accept_a1111s_tooltip_keyword():
     with gr.Blocks():
         box = gr.Checkbox(label="x", tooltip="what x does")
     assert box.webui_tooltip == "what x does"
+
+
+def test_a1111s_ui_helpers_and_extension_list_for_extensions():
+    import gradio as gr
+
+    from modules import extensions as extension_list
+    from modules import shared_services, ui_common
+    calls = []
+    with gr.Blocks() as demo:
+        names = gr.Dropdown(["a"], value="a", label="Names")
+        button = ui_common.create_refresh_button(names, lambda: calls.append("refreshed"),
+                                                 lambda: {"choices": ["a", "b"]}, "names_refresh")
+    [dependency] = [d for d in demo.fns.values() if button._id in [t[0] for t in d.targets]]
+    update = dependency.fn()
+    assert calls == ["refreshed"] and update["choices"] == ["a", "b"] and names.choices == ["a", "b"]
+
+    found = extension_list.list_extensions(TEST_EXTENSIONS)
+    saved = (shared_services.extensions(), [e.name for e in extension_list.active()])
+    shared_services.set_extensions(found, ["hello-tab"])
+    try:
+        assert [e.name for e in extension_list.active()] == ["hello-tab"]
+        assert {e.name for e in extension_list.extensions} == {e.name for e in found}
+        assert extension_list.active()[0].remote == "" and extension_list.active()[0].canonical_name == "hello-tab"
+    finally:
+        shared_services.set_extensions(*saved)

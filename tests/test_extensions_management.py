@@ -146,6 +146,7 @@ def test_a_broken_preload_is_reported_by_name_and_the_others_still_add_their_fla
     logged = caplog.text
     assert all(f"extension {name}: preload.py failed" in logged for name in ("a-syntax", "b-raises", "c-taken"))
     assert "d-good" not in logged
+    assert sorted(args.extension_preload_errors) == ["a-syntax", "b-raises", "c-taken"]  # for the Extensions tab
 
 
 # ---- install.py ---------------------------------------------------------------------------------------------
