@@ -460,7 +460,8 @@ class ScriptHooks(JobHooks):
 
     def batch_pictures(self, job: Job, batch: Batch, pictures: list[Image.Image]) -> list[Image.Image]:
         p = self.p
-        if p.scripts is None or not pictures:
+        if p.scripts is None or not pictures or not any(
+                p.scripts.uses(m) for m in ("postprocess_batch", "postprocess_batch_list", "postprocess_image")):
             return pictures
         samples = torch.stack([_to_tensor(x) for x in pictures])
         originals = samples.clone()  # scripts may change the tensors in place

@@ -404,6 +404,10 @@ class ScriptRunner:
         p.script_args_value = args
         return script.run(p, *args[script.args_from:script.args_to])
 
+    def uses(self, method: str) -> bool:
+        """Whether an always-on script has its own `method` (the job skips the work of handing it over if not)."""
+        return any(getattr(type(s), method, None) is not getattr(Script, method) for s in self.alwayson_scripts)
+
     def _each(self, method: str, p, *extra, **kwargs) -> None:
         for script in self.alwayson_scripts:
             try:
