@@ -369,6 +369,7 @@ class ScriptHooks(JobHooks):
         p.sd_model = shared.sd_model
         p.extra_generation_params.update(job.generation_params)
         job.generation_params = p.extra_generation_params  # what scripts add is written into the infotext
+        before = self._request_values(job)
         if p.scripts is not None:
             p.scripts.process(p)
         total = len(job.all_prompts)
@@ -379,7 +380,7 @@ class ScriptHooks(JobHooks):
                 log.warning("a script set p.%s to %d entries for %d pictures; ignored", theirs, len(values), total)
                 continue
             setattr(job, ours, values)
-        self._request_fields_back(job)
+        self._request_fields_back(job, before)
 
     def _per_picture_lists(self, job: Job) -> None:
         """Prompts or seeds a script gave as lists (one per picture, repeated when short), styles applied."""
@@ -400,24 +401,35 @@ class ScriptHooks(JobHooks):
             if name in ("seed", "subseed"):
                 setattr(job, name, values[0])
 
-    @staticmethod
-    def _sync_request(job: Job, p) -> None:
-        """Values a script changed on `p` in `process` that the job reads later (steps, CFG scale, sampler...)."""
-        for f in fields(job.req):
-            if f.name in ("init_images", "mask") or f.name in _PER_PICTURE:
-                continue
-            value = getattr(p, f.name, None)
-            if value is not None and value != getattr(job.req, f.name) and isinstance(value, int | float | str):
-                default = getattr(job.req, f.name)
-                setattr(job.req, f.name, _as_type_of(default, value, f.name) if default is not None else value)
-        if job.sampler.name != job.req.sampler_name:
-            job.sampler = find_sampler(job.req.sampler_name)
+    def _request_values(self, job: Job) -> dict:
+        """The request's fields as `p` holds them (what a script's `process` may change)."""
+        return {f.name: getattr(self.p, f.name, None) for f in fields(job.req)
+                if f.name not in ("init_images", "mask") and f.name not in _PER_PICTURE}
 
-    def _request_fields_back(self, job: Job) -> None:
+    def _request_fields_back(self, job: Job, before: dict) -> None:
+        """The fields a script changed on `p` in `process` that the job reads later (steps, CFG scale, sampler...),
+        checked as a request is; a change that does not fit is reported and not used."""
+        changed = {k: v for k, v in self._request_values(job).items() if v != before[k] and v is not None}
+        if not changed:
+            return
         try:
-            self._sync_request(job, self.p)
-        except (GenerationError, ValueError) as e:
+            values = {k: _as_type_of(getattr(job.req, k), v, k) for k, v in changed.items()}
+            if "sampler_name" in values or "scheduler" in values:
+                from modules.api.routes import sampler_and_scheduler  # A1111's reading of "DPM++ 2M Karras"
+                values["sampler_name"], values["scheduler"] = sampler_and_scheduler(
+                    values.get("sampler_name", job.req.sampler_name), values.get("scheduler", job.req.scheduler))
+            wanted = replace(job.req, **values)
+            wanted.validate()
+            sampler = find_sampler(wanted.sampler_name)
+            if {"width", "height", "batch_size", "n_iter"} & values.keys():
+                job.check_memory(wanted.width, wanted.height)
+        except (GenerationError, ValueError, TypeError) as e:
             log.warning("a script's change to p is not used: %s", e)
+            job.warnings.append(f"a script's change to p is not used: {e}")
+            return
+        for name, value in values.items():
+            setattr(job.req, name, value)
+        job.sampler = sampler
 
     def before_batch(self, job: Job, number: int, first: int, size: int) -> None:
         p = self.p

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
+import math
 import re
 import sys
 import threading
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modules import paths, script_callbacks, shared
-from modules.generation import GenerationResult, saving
+from modules.generation import GenerationError, GenerationResult, saving
 from modules.processing import (  # noqa: F401 - A1111 scripts import these from modules.scripts too
     PostprocessBatchListArgs,
     PostprocessImageArgs,
@@ -599,8 +600,27 @@ def install_component_hooks() -> None:
     base.__init__ = init
 
 
-class ScriptArgsError(ValueError):
+class ScriptArgsError(GenerationError, ValueError):
     """A request's script_name, script_args or alwayson_scripts that cannot be used (the API's 422)."""
+
+
+def check_arguments(runner: ScriptRunner, args: list) -> None:
+    """What the page's sliders and number boxes allow, for the values a client sends (any client can send any
+    value): a number outside a control's range, or not a number, is refused naming the script and the control."""
+    import gradio as gr
+    for script in runner.scripts:
+        for i, control in enumerate(script.controls or []):
+            index = script.args_from + i
+            if index >= len(args) or not isinstance(control, gr.Slider | gr.Number):
+                continue
+            value, low, high = args[index], getattr(control, "minimum", None), getattr(control, "maximum", None)
+            if value is None or (low is None and high is None):
+                continue
+            name = f"{script.title_safe}: {getattr(control, 'label', None) or f'argument {i}'}"
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ScriptArgsError(f"{name}: expected a number, got {value!r}")
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise ScriptArgsError(f"{name}: {value} is out of range; give {low} to {high}")
 
 
 @dataclass
@@ -625,6 +645,7 @@ class ScriptHost:
         runner = self.runners[tab]
         args = list(values)
         args[0] = runner.selected_index(args[0] if args else 0)
+        check_arguments(runner, args)
         return lambda req, ctx: runner.run_request(args, req, ctx)
 
     def api_runner(self, tab: str, script_name: str | None, script_args: list, alwayson: dict):
@@ -646,9 +667,12 @@ class ScriptHost:
             script = by_name.get(key)
             if script is None:
                 raise ScriptArgsError(f"always on script {name} not found")
-            given = value.get("args", []) if isinstance(value, dict) else []
+            given = value.get("args") if isinstance(value, dict) else None
+            if not isinstance(given, list | tuple):
+                given = []
             for i, arg in enumerate(list(given)[:script.args_to - script.args_from]):
                 args[script.args_from + i] = arg
+        check_arguments(runner, args)
         return lambda req, ctx: runner.run_request(args, req, ctx)
 
     def paste_fields(self, tab: str) -> list[tuple]:

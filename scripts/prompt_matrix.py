@@ -12,6 +12,9 @@ from modules.shared import opts
 DELIMITERS = {"comma": ", ", "space": " "}
 
 
+MAX_VARIABLE_PARTS = 10  # 1024 pictures, a job's batch count limit
+
+
 def matrix_prompts(parts: list[str], put_at_start: bool, delimiter: str) -> list[str]:
     """One prompt per combination of the variable parts `parts[1:]`: combination k uses part n when bit n of k is
     set, so the first half of the parts changes along the grid's columns and the rest along its rows."""
@@ -59,6 +62,9 @@ class Script(scripts.Script):
         source = p.prompt if prompt_type == "positive" else p.negative_prompt
         source = source[0] if isinstance(source, list) else source
         parts = source.split("|")
+        if len(parts) - 1 > MAX_VARIABLE_PARTS:  # each part doubles the pictures: refuse before listing them
+            raise GenerationError(f"Prompt matrix: {len(parts) - 1} variable parts would make 2^{len(parts) - 1} "
+                                  f"pictures; give at most {MAX_VARIABLE_PARTS}")
         prompts = matrix_prompts(parts, bool(put_at_start), DELIMITERS[variations_delimiter])
 
         p.batch_size = dividing_batch_size(p.batch_size, len(prompts))

@@ -12,7 +12,7 @@ import shlex
 
 import gradio as gr
 
-from modules import images, processing, scripts, sd_models, sd_samplers
+from modules import images, processing, scripts, sd_models, sd_samplers, shared
 from modules.generation import GenerationError
 from modules.shared import opts, state
 
@@ -37,6 +37,14 @@ def _boolean(value: str) -> bool:
     return value == "true"  # A1111's reading: anything else is false
 
 
+def _folder(value: str) -> str:
+    """An output folder: refused when the server hides folders from the page and the API (--hide-ui-dir-config,
+    implied by --listen), as the folder settings are."""
+    if getattr(shared.cmd_opts, "hide_ui_dir_config", False):
+        raise ValueError("output folders cannot be chosen on this server (--hide-ui-dir-config)")
+    return value
+
+
 def _style_names(value: str) -> list[str]:
     """A comma-separated list of style names (A1111 hands the text itself to `p.styles`, which wants a list)."""
     return [name.strip() for name in value.split(",") if name.strip()]
@@ -45,9 +53,9 @@ def _style_names(value: str) -> list[str]:
 # A1111's options of a line and how each value is read; --prompt and --negative_prompt take every word up to the
 # next option
 LINE_OPTIONS = {
-    "sd_model": _checkpoint, "outpath_samples": str, "outpath_grids": str, "prompt_for_display": str, "prompt": str,
-    "negative_prompt": str, "styles": _style_names, "seed": int, "subseed_strength": float, "subseed": int,
-    "seed_resize_from_h": int, "seed_resize_from_w": int, "sampler_index": int, "sampler_name": _sampler,
+    "sd_model": _checkpoint, "outpath_samples": _folder, "outpath_grids": _folder, "prompt_for_display": str,
+    "prompt": str, "negative_prompt": str, "styles": _style_names, "seed": int, "subseed_strength": float,
+    "subseed": int, "seed_resize_from_h": int, "seed_resize_from_w": int, "sampler_index": int, "sampler_name": _sampler,
     "batch_size": int, "n_iter": int, "steps": int, "cfg_scale": float, "width": int, "height": int,
     "restore_faces": _boolean, "tiling": _boolean, "do_not_save_samples": _boolean, "do_not_save_grid": _boolean,
 }

@@ -147,6 +147,12 @@ def test_prompts_from_file_refuses_an_unknown_option_before_generating(program, 
     with pytest.raises(GenerationError, match="unknown sampler 'Euler b'"):
         run_script(program, "txt2img", "Prompts from file or textbox",
                    [False, False, "start", '--sampler_name "Euler b"'])
+    # a server others may reach hides its folders: a line cannot send pictures elsewhere
+    from modules import shared
+    monkeypatch.setattr(shared.cmd_opts, "hide_ui_dir_config", True, raising=False)
+    with pytest.raises(GenerationError, match="output folders cannot be chosen"):
+        run_script(program, "txt2img", "Prompts from file or textbox",
+                   [False, False, "start", "--prompt x --outpath_samples /tmp/elsewhere"])
     assert calls == []
 
 

@@ -299,3 +299,12 @@ def test_a1111s_ui_helpers_and_extension_list_for_extensions():
         assert extension_list.active()[0].remote == "" and extension_list.active()[0].canonical_name == "hello-tab"
     finally:
         shared_services.set_extensions(*saved)
+
+
+def test_script_arguments_outside_their_controls_range_are_refused(program):
+    _, host, _ = program
+    with pytest.raises(ScriptArgsError, match="Tile redraw: Scale: 1000 is out of range; give 1 to 4"):
+        host.api_runner("img2img", "Tile redraw", ["Lanczos", 1000, 64], {})
+    with pytest.raises(ScriptArgsError, match="Tile redraw: Tile size: expected a number"):
+        host.api_runner("img2img", "Tile redraw", ["Lanczos", 2, "huge"], {})
+    assert host.api_runner("txt2img", None, [], {"Prompt suffix": {"args": None}}) is not None  # null args: defaults

@@ -42,9 +42,11 @@ class GenerationState:
         self._preview: Image.Image | None = None
         self._preview_id = 0
         self._text = ""
-        self._depth = 0  # jobs begun and not ended: a script's job runs inside the job that started the script
-        self._base = 0  # inside a script's run: the outer job's batches done before the inner job began
-        self._inner_count = 0  # and the inner job's batches
+        # jobs begun and not ended: a script's jobs run inside the job that started the script, and may run others
+        # in theirs; for each inner one, (the outer job's batches done before it began, its own batches)
+        self._depth = 0
+        self._base = 0
+        self._inner: list[tuple[int, int]] = []
 
     # ---- worker side ------------------------------------------------------------------------
     def begin(self, job_count: int, text: str = "") -> None:
@@ -53,11 +55,13 @@ class GenerationState:
         with self._lock:
             self._depth += 1
             if self._depth > 1:
-                self._base, self._inner_count = self._job_no, max(1, job_count)
-                self._job_count = max(self._job_count, self._base + self._inner_count)
+                self._inner.append((self._base, max(1, job_count)))
+                self._base = self._job_no
+                self._job_count = max(self._job_count, self._base + max(1, job_count))
                 self._step = self._steps = 0
                 return
             self._base = 0
+            self._inner.clear()
             self.interrupted = self.skipped = False
             self._active = True
             self._job_no, self._job_count = 0, max(1, job_count)
@@ -117,8 +121,10 @@ class GenerationState:
     def end(self) -> None:
         with self._lock:
             self._depth = max(0, self._depth - 1)
-            if self._depth > 0:  # an inner job ended: its batches count as done for the outer one
-                self._job_no = self._base + self._inner_count
+            if self._depth > 0 and self._inner:  # an inner job ended: its batches count as done for the outer one
+                outer_base, count = self._inner.pop()
+                self._job_no = max(self._job_no, self._base + count)
+                self._base = outer_base
                 return
             self._active = False
         if self.console:

@@ -510,8 +510,8 @@ def build_txt2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
                       "hr_negative_prompt": hr_negative, "refiner_checkpoint": refiner, "refiner_switch_at": switch_at}
 
     def run(override_settings=None, **values):
-        runner = script_runner("txt2img", scripts, values)
         try:
+            runner = script_runner("txt2img", scripts, values)
             req = txt2img_request(values)
         except GenerationError as e:
             yield "", gr.skip(), error_html(e), gr.skip()
@@ -645,7 +645,11 @@ def build_img2img(worker: GenerationWorker, previews: networks.PreviewFiles, def
 
     def run(*, mode, resize_by, scale_by, image, sketch, inpaint, inpaint_sketch, upload_image, upload_mask,
             batch_input_dir, batch_output_dir, batch_mask_dir, override_settings=None, **values):
-        runner = script_runner("img2img", scripts, values)
+        try:
+            runner = script_runner("img2img", scripts, values)
+        except GenerationError as e:  # a script's value the page's controls would not allow
+            yield "", gr.skip(), error_html(e), gr.skip()
+            return
         mask = None
         if mode == "sketch":
             image = _composite(sketch)
