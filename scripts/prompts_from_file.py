@@ -55,7 +55,8 @@ def _style_names(value: str) -> list[str]:
 LINE_OPTIONS = {
     "sd_model": _checkpoint, "outpath_samples": _folder, "outpath_grids": _folder, "prompt_for_display": str,
     "prompt": str, "negative_prompt": str, "styles": _style_names, "seed": int, "subseed_strength": float,
-    "subseed": int, "seed_resize_from_h": int, "seed_resize_from_w": int, "sampler_index": int, "sampler_name": _sampler,
+    "subseed": int, "seed_resize_from_h": int, "seed_resize_from_w": int, "sampler_index": int,
+    "sampler_name": _sampler,
     "batch_size": int, "n_iter": int, "steps": int, "cfg_scale": float, "width": int, "height": int,
     "restore_faces": _boolean, "tiling": _boolean, "do_not_save_samples": _boolean, "do_not_save_grid": _boolean,
 }
