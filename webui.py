@@ -79,10 +79,11 @@ def extension_page_parts(active) -> tuple[str, str]:
     scripts, styles = [], []
     for extension in active:
         for path in extension.javascript:
-            scripts.append(f"<script>/* {extension.name}: {path.name} */\n{path.read_text(encoding='utf-8')}"
-                           f"\n</script>\n")
+            code = path.read_text(encoding="utf-8", errors="replace").replace("</script", "<\\/script")
+            scripts.append(f"<script>/* {extension.name}: {path.name} */\n{code}\n</script>\n")
         if extension.style is not None:
-            styles.append(f"/* {extension.name} */\n{extension.style.read_text(encoding='utf-8')}\n")
+            css = extension.style.read_text(encoding="utf-8", errors="replace").replace("</style", "<\\/style")
+            styles.append(f"/* {extension.name} */\n{css}\n")
     return "".join(scripts), "".join(styles)
 
 
@@ -116,15 +117,17 @@ def build_app(args) -> WebUI:
                       scripts=host, list_extensions=extension_list, extension_settings=shared.extension_settings)
     demo = None
     page_scripts, page_css = extension_page_parts(active)
-    if not args.nowebui:
+    if args.nowebui:
+        host.lay_out_without_page()  # the scripts' argument places and defaults, once, before requests come
+    else:
         from modules import script_callbacks
         from modules.ui.app import create_ui
         from modules.ui.extensions import ExtensionsTab
 
         def extension_errors() -> dict[str, str]:
             """Why an extension is not loaded, or what went wrong in its scripts since the start."""
-            found = {name: f"while running: {error}" for name, error in scripts.hook_errors.items()}
-            return {**found, **getattr(args, "extension_preload_errors", {}), **scripts.load_errors}
+            running = {name: f"while running: {error}" for name, error in scripts.hook_errors.items()}
+            return {**running, **getattr(args, "extension_preload_errors", {}), **scripts.load_errors}
         extensions_tab = ExtensionsTab(paths.data_dir / "extensions", services.options, services.save_settings,
                                        restart_program, args, load_errors=extension_errors,
                                        install_errors=install_errors, stamps_file=install_stamps_file(paths))

@@ -232,7 +232,7 @@ def run_preloads(extensions: Iterable[Extension], parser) -> dict[str, str]:
             preload = getattr(module, "preload", None)
             if callable(preload):
                 preload(parser)
-        except Exception as e:  # whatever an extension's code raises: its flags are missing, the program goes on
+        except (Exception, SystemExit) as e:  # whatever an extension's code raises: its flags are missing, go on
             log.exception("extension %s: preload.py failed; its command-line flags are not added", extension.name)
             errors[extension.name] = f"preload.py: {type(e).__name__}: {e}"
     return errors

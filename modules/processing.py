@@ -28,12 +28,13 @@ from modules.generation import (
 )
 from modules.generation.job import Batch, Job, JobHooks
 from modules.generation.requests import MAX_SEED, VERSION
-from modules.options import PATH_SETTINGS, Options, SettingError
+from modules.options import Options, SettingError
 from modules.sampling.samplers import find_sampler
 
 log = logging.getLogger(__name__)
 
 MODEL_SETTINGS = ("sd_model_checkpoint", "sd_vae")
+OPTION_NAMES = frozenset(f.name for f in fields(Options))
 # A1111 lets a script give these as lists, one per picture (Prompt matrix does): p attribute -> the job's list
 _PER_PICTURE = {"prompt": "all_prompts", "negative_prompt": "all_negative", "seed": "all_seeds",
                 "subseed": "all_subseeds"}
@@ -497,15 +498,14 @@ class ScriptHooks(JobHooks):
 def _job_options(ctx, p):
     """The job's settings: the context's, with `p.override_settings` and `p`'s output folders."""
     overrides = {k: v for k, v in (p.override_settings or {}).items() if k not in MODEL_SETTINGS}
-    mode = "img2img" if isinstance(p, StableDiffusionProcessingImg2Img) else "txt2img"
-    if p.outpath_samples:
-        overrides.setdefault(f"outdir_{mode}_samples", str(p.outpath_samples))
+    if p.outpath_samples:  # the folder the whole kind of picture goes to (it wins over the per-tab one)
+        overrides.setdefault("outdir_samples", str(p.outpath_samples))
     if p.outpath_grids:
-        overrides.setdefault(f"outdir_{mode}_grids", str(p.outpath_grids))
+        overrides.setdefault("outdir_grids", str(p.outpath_grids))
     checked = {}
     for key, value in overrides.items():
         try:
-            if key in PATH_SETTINGS or key in {f.name for f in fields(Options)}:
+            if key in OPTION_NAMES:
                 checked[key] = Options.check(key, value)
         except SettingError as e:
             log.warning("override_settings of a script: %s; not used", e)

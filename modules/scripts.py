@@ -26,6 +26,7 @@ from modules.generation import GenerationError, GenerationResult, saving
 from modules.processing import (  # noqa: F401 - A1111 scripts import these from modules.scripts too
     PostprocessBatchListArgs,
     PostprocessImageArgs,
+    Processed,
     p_from_request,
     process_images,
     result_from_processed,
@@ -250,7 +251,7 @@ def load_scripts(extensions=()) -> None:
                         scripts_data.append(ScriptClassData(cls, str(path), file.basedir, module))
                     elif issubclass(cls, scripts_postprocessing.ScriptPostprocessing):
                         postprocessing_scripts_data.append(ScriptClassData(cls, str(path), file.basedir, module))
-            except Exception as e:  # noqa: BLE001 - any failure of someone else's file
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - any failure of someone else's file
                 owner = _owner_name(path)
                 load_errors[owner] = f"{path.name}: {type(e).__name__}: {e}"
                 log.exception("script %s (%s) could not be loaded; left out", path, owner)
@@ -468,6 +469,10 @@ class ScriptRunner:
                 processed = self.run(p, *args)
                 if processed is None:
                     processed = process_images(p)
+                if not isinstance(processed, Processed):
+                    script = self.selectable_scripts[args[0] - 1]
+                    raise GenerationError(f"the script {script.title_safe} returned {type(processed).__name__}, not "
+                                          f"the pictures it made (a Processed)")
                 return result_from_processed(processed)
         finally:
             ctx.state.end()
@@ -691,7 +696,14 @@ class ScriptHost:
         return scripts_postproc.postprocess(values)
 
     def script_names(self) -> dict[str, list[str]]:
-        return {tab: [s.name for s in runner.selectable_scripts] for tab, runner in self.runners.items()}
+        """Every script of each tab, always-on ones too (clients look for "controlnet" there, as in A1111)."""
+        return {tab: [s.name for s in runner.scripts] for tab, runner in self.runners.items()}
+
+    def lay_out_without_page(self) -> None:
+        """With no page (--nowebui): the scripts' controls laid out once, at start, for the API's defaults."""
+        for runner in self.runners.values():
+            runner.lay_out_without_page()
+        scripts_postproc.default_values()
 
     def script_info(self) -> list[dict]:
         found = []

@@ -106,7 +106,10 @@ def reload_model_weights(sd_model=None, info: CheckpointInfo | None = None, forc
     services = shared_services.services()
     target = info.title if info is not None else services.options.sd_model_checkpoint
     if target:
-        services.models.load(target)
+        if shared_services.in_script_job():  # a script's job holds the worker's turn already
+            services.models.load(target)
+        else:  # from an extension's page event or route: not in the middle of someone's job
+            services.worker.with_lock(lambda: services.models.load(target))
     return current_model()
 
 

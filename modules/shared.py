@@ -8,6 +8,7 @@ explicitly. `bind(services, args)` points it at the running program once at star
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from argparse import Namespace
 from dataclasses import fields as dataclass_fields
@@ -216,6 +217,10 @@ class ExtensionSettings:
     def keys(self) -> list[str]:
         return [k for k, info in opts.data_labels.items() if not info.do_not_save]
 
+    def restricted(self, key: str) -> bool:
+        """An extension marked the setting as not to be changed through the API (A1111's restrict_api)."""
+        return bool(opts.data_labels[key].restrict_api)
+
     def values(self) -> dict:
         return {k: getattr(opts, k) for k in self.keys()}
 
@@ -237,12 +242,19 @@ class ExtensionSettings:
         if isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"setting {key}: expected true or false, got {value!r}")
-        elif isinstance(default, int | float) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-                raise ValueError(f"setting {key}: expected a number, got {value!r}")
+        elif isinstance(default, int | float):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"setting {key}: expected a finite number, got {value!r}")
             value = type(default)(value) if isinstance(default, float) or value == int(value) else value
         elif isinstance(default, str) and not isinstance(value, str):
             raise ValueError(f"setting {key}: expected text, got {value!r}")
+        elif isinstance(default, list | tuple) and not (
+                isinstance(value, list) and all(isinstance(v, str | int | float | bool) for v in value)):
+            raise ValueError(f"setting {key}: expected a list, got {value!r}")
+        elif isinstance(default, dict) and not isinstance(value, dict):
+            raise ValueError(f"setting {key}: expected an object, got {value!r}")
+        elif default is None and not isinstance(value, str | int | float | bool | type(None)):
+            raise ValueError(f"setting {key}: expected a plain value, got {value!r}")
         return value
 
     def set(self, key: str, value) -> None:

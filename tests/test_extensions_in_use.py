@@ -121,7 +121,7 @@ def test_the_selectable_scripts_and_the_arguments_of_tile_redraw_are_listed(prog
     assert status == 200
     assert "tile redraw" in listed["img2img"] and "tile redraw" not in listed["txt2img"]  # show() is is_img2img
     assert {t.lower() for t in builtin_script_titles()} <= set(listed["txt2img"]) | set(listed["img2img"])
-    assert "prompt suffix" not in listed["txt2img"]  # always on: not in the Script dropdown
+    assert "prompt suffix" in listed["txt2img"]  # as A1111's: every script of the tab, always-on ones too
 
     status, info = call(server, "/sdapi/v1/script-info")
     assert status == 200

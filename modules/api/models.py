@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from modules.cmd_args import build_parser, parse_args
+from modules.cmd_args import build_parser
 from modules.options import Options
 
 
@@ -220,7 +220,7 @@ OptionsModel = create_model(  # A1111 calls it "Options"
 
 
 def _flags_model() -> type[BaseModel]:
-    defaults = vars(parse_args([]))
+    defaults = vars(build_parser().parse_args([]))  # our flags only: no extension's preload.py runs here
     actions = {a.dest: a for a in build_parser()._actions if a.dest in defaults}
     return create_model(  # A1111 calls it "Flags"; the defaults are those of a run without flags
         "Flags", __base__=_Answer,

@@ -624,6 +624,9 @@ class _Api:
         if self.s.frozen_settings:
             raise ApiError(403, "settings are frozen (--freeze-settings)")
         theirs = {k: values.pop(k) for k in list(values) if k in self._extension_keys()}
+        restricted = [k for k in theirs if self.s.extension_settings.restricted(k)]
+        if restricted:
+            raise ApiError(403, f"setting {restricted[0]}: its extension does not allow changing it from the API")
         try:
             theirs = {k: self.s.extension_settings.check(k, v) for k, v in theirs.items()}
         except ValueError as e:

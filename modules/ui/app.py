@@ -110,6 +110,17 @@ def _read_only_extensions_tab(folder: Path, options, save_settings: Callable[[],
     return extensions.ExtensionsTab(folder, options, save_settings, lambda: None, flags)
 
 
+def _usable_tabs(found: list) -> list[tuple]:
+    """The (blocks, title, elem_id) an extension's on_ui_tabs gave, without what is not one (reported)."""
+    usable = []
+    for entry in found:
+        if isinstance(entry, tuple | list) and len(entry) == 3 and isinstance(entry[0], gr.Blocks) and entry[1]:
+            usable.append((entry[0], str(entry[1]), str(entry[2] or entry[1])))
+        else:
+            log.error("an extension's on_ui_tabs gave %r, not (blocks, title, elem_id); left out", entry)
+    return usable
+
+
 def _scripts_tab(scripts, tab: str | None) -> None:
     """Tell the scripts which tab's components are being made (they may act on them as they appear)."""
     if scripts is not None:
@@ -130,7 +141,7 @@ def create_ui(manager: ModelManager, worker: GenerationWorker, save_settings: Ca
     `extension_settings`: the settings they declared (modules.shared.ExtensionSettings); `extensions_tab`: what
     the Extensions tab manages (None: the extensions in `extensions_dir`, shown but not changeable)."""
     current = manager.current
-    added_tabs = extension_tabs() if extension_tabs is not None else []
+    added_tabs = _usable_tabs(extension_tabs() if extension_tabs is not None else [])
     size = current.spec.native_size if current is not None else 512
     translation_folders = localization_folders(REPO_ROOT, extensions_dir)
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as demo:

@@ -14,9 +14,9 @@ def _control(key: str, info, value, interactive: bool):
     """The extension's component (a Gradio class, with its arguments: a dict or a function giving one), else one
     that fits the default's type."""
     kwargs = {"label": info.label or key, "value": value, "elem_id": f"setting_{key}", "interactive": interactive}
-    args = info.component_args() if callable(info.component_args) else (info.component_args or {})
     if info.component is not None:
         try:
+            args = info.component_args() if callable(info.component_args) else (info.component_args or {})
             return info.component(**{**args, **kwargs})
         except Exception:  # noqa: BLE001 - someone else's arguments: fall back to a plain control
             log.exception("the control of extension setting %s could not be made; a plain one is shown", key)
