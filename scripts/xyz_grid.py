@@ -509,10 +509,17 @@ def axis_values(opt: AxisOption, text: str, chosen: list | None = None, from_dro
 
 # ---- the plot
 
+def _largest_cell(p, axes) -> int:
+    """The pixels of the largest cell the plot will make: a Size axis's largest size, enlarged by the hires pass."""
+    sizes = [_size(v) for axis in axes if axis.option.label == "Size" for v in axis.values]
+    width, height = max([(p.width, p.height), *sizes], key=lambda s: s[0] * s[1])
+    scale = float(getattr(p, "hr_scale", 1) or 1) if getattr(p, "enable_hr", False) else 1.0
+    return int(width * height * max(1.0, scale) ** 2)
+
+
 class Axis:
     """One of the plot's three axes as a run uses it: its name ("X"), kind, values as the user gave them (the grid's
-    infotext says them) and as used. (Not a dataclass: a script's module is not in sys.modules, which dataclasses
-    look into.)"""
+    infotext says them) and as used."""
 
     def __init__(self, name: str, option: AxisOption, text: str, values: list, vary_seeds: bool = False):
         self.name, self.option, self.text, self.values, self.vary_seeds = name, option, text, values, vary_seeds
@@ -731,7 +738,7 @@ class Script(scripts.Script):
         asked for; its infotexts the grids' and every cell's."""
         x, y, z = axes
         count = len(x.values) * len(y.values) * len(z.values)
-        megapixels = round(count * p.width * p.height / 1_000_000)
+        megapixels = round(count * _largest_cell(p, axes) / 1_000_000)
         if megapixels >= MAX_GRID_MEGAPIXELS:
             raise XYZPlotError(f"Error: Resulting grid would be too large ({megapixels} MPixels) (max configured size "
                                f"is {MAX_GRID_MEGAPIXELS} MPixels)")

@@ -481,3 +481,11 @@ def test_the_api_runs_the_plot_from_positional_script_args(tmp_path):
         status, answer = post(f"{server.url}/sdapi/v1/txt2img",
                               {**body, "script_name": "X/Y/Z plot", "script_args": [9, "Euler b", []]})
         assert status == 422 and "Unknown sampler: Euler b" in json.dumps(answer)
+
+
+def test_a_size_axis_counts_towards_the_grid_limit_before_anything_is_made(program, monkeypatch):
+    calls = []
+    monkeypatch.setattr(processing, "process_images", lambda p: calls.append(p))
+    with pytest.raises(GenerationError, match="too large"):
+        plot(program, xyz_args(("Size", "64x64,8192x8192"), ("Seed", ", ".join(str(n) for n in range(4)))))
+    assert calls == []
