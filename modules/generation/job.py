@@ -37,7 +37,7 @@ from modules.options import Options
 from modules.postprocessing.face_restoration import FaceRestorers, RestorerError
 from modules.postprocessing.upscalers import Upscalers
 from modules.sampling import preview, rng
-from modules.sampling.denoiser import CFGDenoiser, LatentMask, StepHooks, UNetDenoiser
+from modules.sampling.denoiser import CFGDenoiser, ControlSet, ControlUnit, LatentMask, StepHooks, UNetDenoiser
 from modules.sampling.samplers import BrownianTreeNoiseSampler, SamplerInfo, find_sampler
 from modules.sampling.schedules import find_scheduler, get_sigmas
 
@@ -217,6 +217,7 @@ class Job:
         self.all_negative = [negative] * total
         self.applied_loras: list = []
         self.refiner_info: dict = {}
+        self.control_units: list[ControlUnit] = []  # ControlNets guiding every sampling pass (set by a script)
         ctx.hooks.prepared(self)
 
     def check_memory(self, width: int, height: int) -> None:
@@ -490,8 +491,12 @@ class Job:
         cfg = CFGDenoiser(self.denoiser, c, uc, req.cfg_scale, time_ids=self._time_ids(req.width, req.height),
                           image_cond=image_cond, refiner=switch,
                           refiner_switch_at=refiner.switch_at if refiner else 1.0,
-                          step_hooks=self.ctx.hooks.step_hooks(self, len(sigmas) - 1))
+                          step_hooks=self.ctx.hooks.step_hooks(self, len(sigmas) - 1),
+                          controls=self._controls(sigmas))
         return self._run_sampler(self.sampler, cfg, x * sigmas[0], sigmas, noise_rng, batch.seeds)
+
+    def _controls(self, sigmas: torch.Tensor) -> ControlSet | None:
+        return ControlSet(self.control_units, sigmas) if self.control_units else None
 
     def _switch_to_refiner(self, cfg: CFGDenoiser, refiner: RefinerSwitch, batch: Batch) -> None:
         """Load the refiner (without making it the user's choice) and continue with its conditioning."""
@@ -523,7 +528,8 @@ class Job:
         x = init_latent + noise * sigma_sched[0]
         cfg = CFGDenoiser(self.denoiser, c, uc, self.req.cfg_scale, time_ids=self._time_ids(width, height),
                           image_cond=image_cond, mask=mask,
-                          step_hooks=self.ctx.hooks.step_hooks(self, len(sigma_sched) - 1))
+                          step_hooks=self.ctx.hooks.step_hooks(self, len(sigma_sched) - 1),
+                          controls=self._controls(sigma_sched))
         return self._run_sampler(sampler, cfg, x, sigma_sched, noise_rng, batch.seeds)
 
     # ---- infotext / saving ----

@@ -37,7 +37,10 @@ class UNetDenoiser:
         return self.noise_levels.sigma_to_t(sigma).float().view(sigma.shape)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-                 added: dict | None = None, image_cond: torch.Tensor | None = None) -> torch.Tensor:
+                 added: dict | None = None, image_cond: torch.Tensor | None = None,
+                 control: Callable[..., dict] | None = None) -> torch.Tensor:
+        """`control`: (UNet input, timesteps, context, added conditioning) -> the UNet's extra residual arguments
+        (ControlNets)."""
         unet = self.model.unet
         policy = self.model.policy
         dtype = policy.unet.compute
@@ -53,8 +56,10 @@ class UNetDenoiser:
             kwargs["added_cond_kwargs"] = {k: v.to(device, dtype) for k, v in added.items()}
         with self.model.placement.use("unet"), torch.no_grad(), \
                 torch.autocast(device.type, dtype=dtype, enabled=policy.autocast and device.type == "cuda"):
-            out = unet(x_in.to(device, dtype), t.to(device), encoder_hidden_states=context.to(device, dtype),
-                       **kwargs).sample.to(x.device, torch.float32)
+            x_in, t, context = x_in.to(device, dtype), t.to(device), context.to(device, dtype)
+            if control is not None:
+                kwargs.update(control(x_in[:, :4], t, context, kwargs.get("added_cond_kwargs")))
+            out = unet(x_in, t, encoder_hidden_states=context, **kwargs).sample.to(x.device, torch.float32)
         if self.v_prediction:
             return x / (s ** 2 + 1) - out * s / (s ** 2 + 1).sqrt()
         return x - out * s
@@ -65,6 +70,73 @@ class LatentMask:
     """Inpainting with an ordinary model: keep `init_latent` where `keep` is 1, every step."""
     init_latent: torch.Tensor
     keep: torch.Tensor  # [B, 1, h, w] in latent resolution
+
+
+CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+SOFT_INJECTION_BASE = 0.825  # "My prompt is more important": the deepest residual keeps its weight, each
+# shallower one 0.825 times the next (the A1111 extension's soft injection)
+
+
+@dataclass
+class ControlUnit:
+    """One ControlNet while sampling: the model, its hint at the generation size, how strongly and when."""
+    model: torch.nn.Module  # a diffusers ControlNetModel on the device
+    hint: torch.Tensor  # [1, 3, H, W] in 0..1 (pixels: 8x the latent)
+    weight: float = 1.0
+    start: float = 0.0  # fraction of the sampling steps where it begins to act
+    end: float = 1.0  # and where it stops
+    mode: str = "Balanced"  # one of CONTROL_MODES
+
+
+class ControlSet:
+    """The job's ControlNets for one sampling pass: each model call gets the sum of the residuals of the units
+    active at that point of the schedule (`sigmas`: the pass's noise levels, first to last)."""
+
+    def __init__(self, units: list[ControlUnit], sigmas: torch.Tensor):
+        self.units = [u for u in units if u.weight != 0]
+        self.sigmas = sigmas.float().cpu()
+
+    def progress(self, sigma: float) -> float:
+        """How far the pass is at `sigma`: the fraction of its steps whose noise level is above it."""
+        steps = max(1, len(self.sigmas) - 1)
+        done = int((self.sigmas[:-1] > sigma * (1 + 1e-5)).sum())
+        return done / steps
+
+    def for_call(self, sigma: float, uncond_rows: torch.Tensor) -> Callable[..., dict] | None:
+        """The residuals for a model call at `sigma` whose batch rows `uncond_rows` (bool) are negative prompts;
+        None when no unit acts there."""
+        at = self.progress(sigma)
+        active = [u for u in self.units if u.start <= at <= u.end]
+        if not active:
+            return None
+
+        def residuals(x_in, t, context, added) -> dict:
+            down_sum, mid_sum = None, None
+            for unit in active:
+                hint = unit.hint.to(x_in.device, x_in.dtype)
+                size = (x_in.shape[-2] * 8, x_in.shape[-1] * 8)
+                if tuple(hint.shape[-2:]) != size:  # the hires pass: the hint follows the picture's new size
+                    hint = torch.nn.functional.interpolate(hint, size=size, mode="bilinear", align_corners=False)
+                hint = hint.expand(x_in.shape[0], -1, -1, -1)
+                extra = {"added_cond_kwargs": added} if added else {}
+                down, mid = unit.model(x_in, t, encoder_hidden_states=context, controlnet_cond=hint,
+                                       conditioning_scale=1.0, return_dict=False, **extra)
+                scales = self._scales(unit, len(down) + 1)
+                keep = torch.ones(x_in.shape[0], 1, 1, 1, device=x_in.device, dtype=x_in.dtype)
+                if unit.mode == CONTROL_MODES[2]:  # the negative prompt's rows go without the control
+                    keep[uncond_rows.to(x_in.device)] = 0
+                down = [d * s * keep for d, s in zip(down, scales)]
+                mid = mid * scales[-1] * keep
+                down_sum = down if down_sum is None else [a + b for a, b in zip(down_sum, down)]
+                mid_sum = mid if mid_sum is None else mid_sum + mid
+            return {"down_block_additional_residuals": down_sum, "mid_block_additional_residual": mid_sum}
+        return residuals
+
+    @staticmethod
+    def _scales(unit: ControlUnit, count: int) -> list[float]:
+        if unit.mode == CONTROL_MODES[1]:
+            return [unit.weight * SOFT_INJECTION_BASE ** (count - 1 - i) for i in range(count)]
+        return [unit.weight] * count
 
 
 class StepHooks(Protocol):
@@ -87,8 +159,9 @@ class CFGDenoiser:
                  cond_scale: float, *, time_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
                  image_cond: torch.Tensor | None = None, mask: LatentMask | None = None,
                  refiner: Callable[[CFGDenoiser], None] | None = None, refiner_switch_at: float = 1.0,
-                 step_hooks: StepHooks | None = None):
+                 step_hooks: StepHooks | None = None, controls: ControlSet | None = None):
         self.denoiser = denoiser
+        self.controls = controls
         self.step_hooks = step_hooks
         self.cond = cond
         self.uncond = uncond
@@ -145,17 +218,22 @@ class CFGDenoiser:
         cond_time, uncond_time = self.time_ids if self.time_ids is not None else (None, None)
         everyone = list(range(x.shape[0]))
 
-        def run(idx: list[int], cond_list: list[TextConditioning], time_list: list):
+        def run(idx: list[int], cond_list: list[TextConditioning], time_list: list, first_uncond: int):
+            """The model on rows `idx`; those from `first_uncond` on have the negative prompt."""
             context, added = self._batch(cond_list, time_list)
             image_cond = None if self.image_cond is None else self.image_cond[idx]
-            return self.denoiser(x[idx], sigma[idx], context, added, image_cond)
+            control = None
+            if self.controls is not None:
+                control = self.controls.for_call(float(sigma.max()), torch.arange(len(idx)) >= first_uncond)
+            return self.denoiser(x[idx], sigma[idx], context, added, image_cond, control)
 
         if conds[0].context.shape[1] == unconds[0].context.shape[1]:
-            out = run(owners + everyone, conds + unconds, [cond_time] * len(conds) + [uncond_time] * len(unconds))
+            out = run(owners + everyone, conds + unconds, [cond_time] * len(conds) + [uncond_time] * len(unconds),
+                      len(conds))
             cond_out, uncond_out = out[: len(conds)], out[len(conds):]
         else:  # prompt and negative of different chunk counts are run apart (A1111's default; nothing is padded)
-            cond_out = run(owners, conds, [cond_time] * len(conds))
-            uncond_out = run(everyone, unconds, [uncond_time] * len(unconds))
+            cond_out = run(owners, conds, [cond_time] * len(conds), len(conds))
+            uncond_out = run(everyone, unconds, [uncond_time] * len(unconds), 0)
 
         denoised = uncond_out.clone()
         for k, (owner, weight) in enumerate(zip(owners, weights)):
