@@ -373,6 +373,7 @@ class ScriptHooks(JobHooks):
         before = self._request_values(job)
         if p.scripts is not None:
             p.scripts.process(p)
+        job.control_units = list(getattr(p, "control_units", None) or [])  # ControlNets a script prepared
         total = len(job.all_prompts)
         for ours, theirs in (("all_prompts", "all_prompts"), ("all_negative", "all_negative_prompts"),
                              ("all_seeds", "all_seeds"), ("all_subseeds", "all_subseeds")):

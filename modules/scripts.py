@@ -414,6 +414,8 @@ class ScriptRunner:
         for script in self.alwayson_scripts:
             try:
                 getattr(script, method)(p, *extra, *p.script_args[script.args_from:script.args_to], **kwargs)
+            except GenerationError:  # a script refusing the request, with a message for the user: the job stops
+                raise
             except Exception:  # noqa: BLE001
                 _report(script, f"{method}()")
 

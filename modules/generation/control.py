@@ -1,15 +1,30 @@
 """ControlNet units as the A1111 ControlNet extension's API and infotext describe them (`alwayson_scripts:
-{"controlnet": {"args": [unit, ...]}}`): reading and checking a unit, and the text it leaves in the infotext."""
+{"controlnet": {"args": [unit, ...]}}`): reading and checking a unit, the text it leaves in the infotext, and
+making the enabled ones ready for a job (preprocessed picture, loaded model)."""
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 
 from PIL import Image
 
 from modules.generation.requests import GenerationError, check_picture
-from modules.sampling.denoiser import CONTROL_MODES
+from modules.models.checkpoint_io import CheckpointError
+from modules.models.controlnet import (
+    ControlNetCache,
+    ControlNetFile,
+    LoadedControlNet,
+    check_family,
+    find_controlnet,
+)
+from modules.postprocessing.control_preprocessors import (
+    find_preprocessor,
+    hint_tensor,
+    pixel_perfect_resolution,
+    run_preprocessor,
+)
+from modules.sampling.denoiser import CONTROL_MODES, ControlUnit
 
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
 RESIZE_MODE_ALIASES = {"Inner Fit (Scale to Fit)": "Crop and Resize", "Outer Fit (Shrink to Fit)": "Resize and Fill",
@@ -118,3 +133,57 @@ def _picture(value, decode_picture: Callable[[str, str], Image.Image], what: str
         raise GenerationError(f"{what}: expected a base64 picture, got {type(value).__name__}")
     check_picture(what, picture)
     return picture
+
+
+@dataclass
+class PreparedUnits:
+    """What a job needs of its ControlNet units: the sampler's units, the infotext keys ("ControlNet 0"...), the
+    detected maps (shown beside the pictures), and the models to keep on the device while sampling."""
+    units: list[ControlUnit] = field(default_factory=list)
+    params: dict[str, str] = field(default_factory=dict)
+    detected_maps: list[Image.Image] = field(default_factory=list)
+    models: list[LoadedControlNet] = field(default_factory=list)
+
+
+def prepare_units(units: list[ControlNetUnitRequest], width: int, height: int, model, cache: ControlNetCache,
+                  files: list[ControlNetFile], init_picture: Image.Image | None = None,
+                  init_mask: Image.Image | None = None, seed: int = 0) -> PreparedUnits:
+    """The enabled units ready for sampling at `width` x `height` with the loaded checkpoint `model`: each picture
+    (or img2img's input when it has none) through its preprocessor, fitted to the size, its ControlNet loaded
+    (checked against the checkpoint's family). Anything unusable is a GenerationError naming the unit."""
+    prepared = PreparedUnits()
+    for index, unit in enumerate(units):
+        if not unit.enabled:
+            continue
+        where = f"controlnet unit {index}"
+        picture = unit.image if unit.image is not None else init_picture
+        if picture is None:
+            raise GenerationError(f"{where}: give it a picture (txt2img has no input picture to use)")
+        try:
+            preprocessor = find_preprocessor(unit.module)
+        except ValueError as e:
+            raise GenerationError(f"{where}: {e}") from e
+        file = find_controlnet(files, unit.model)
+        if file is None:
+            names = ", ".join(f.title for f in files) or "none: put ControlNet files into models/ControlNet"
+            raise GenerationError(f"{where}: unknown model {unit.model!r}; choose one of {names}")
+        resolution = unit.processor_res
+        if unit.pixel_perfect:
+            resolution = pixel_perfect_resolution(picture.size, (width, height), unit.resize_mode)
+        mask = unit.mask if unit.mask is not None else init_mask
+        detected = run_preprocessor(preprocessor.name, picture, resolution, unit.threshold_a, unit.threshold_b,
+                                    mask=mask, seed=seed)
+        try:
+            loaded = cache.get(file, model.policy, base_unet_config=model.spec.unet_config, family=model.spec.family)
+            check_family(loaded, model.spec.family)  # a cached one loaded for another checkpoint
+        except CheckpointError as e:
+            raise GenerationError(f"{where}: {e}") from e
+        prepared.units.append(ControlUnit(loaded.model, hint_tensor(detected, width, height, unit.resize_mode),
+                                          unit.weight, unit.guidance_start, unit.guidance_end, unit.control_mode))
+        prepared.models.append(loaded)
+        prepared.detected_maps.append(detected.convert("RGB"))
+        named = replace(unit, module=preprocessor.name, model=file.title)
+        if resolution is not None and resolution > 0:
+            named.processor_res = resolution
+        prepared.params[f"ControlNet {index}"] = named.infotext()
+    return prepared

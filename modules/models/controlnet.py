@@ -426,8 +426,10 @@ def build_controlnet(path: Path, spec: ControlNetSpec, weights: Mapping[str, Any
 
 def load_controlnet(file: ControlNetFile | Path | str, policy_or_device: DevicePolicy | torch.device | str = "cpu",
                     dtype: torch.dtype | None = None, *, allow_unsafe_pickle: bool = False,
-                    base_unet_config: Mapping[str, Any] | None = None) -> LoadedControlNet:
-    """Read, detect and build a ControlNet. With a policy (pass the loaded model's, `LoadedModel.policy`) it takes the
+                    base_unet_config: Mapping[str, Any] | None = None,
+                    family: ModelFamily | None = None) -> LoadedControlNet:
+    """Read, detect and build a ControlNet (`family`: the loaded checkpoint's, refused before building when it is
+    another). With a policy (pass the loaded model's, `LoadedModel.policy`) it takes the
     UNet's precision and memory mode; `dtype` overrides the compute precision. `base_unet_config`: the loaded
     checkpoint's UNet config (`LoadedModel.spec.unet_config`), for SDXL files that do not say their size-embedding
     width. Raises ControlNetError with a message for the user."""
@@ -438,6 +440,8 @@ def load_controlnet(file: ControlNetFile | Path | str, policy_or_device: DeviceP
     try:
         weights = read_state_dict(path, allow_unsafe_pickle, wrappers=PICKLE_WRAPPERS)
         spec = detect_controlnet(weights, path, settings_beside(path))
+        if family is not None:
+            check_family(spec, family, path)
         model = build_controlnet(path, spec, weights, precision, base_unet_config)
     except ControlNetError:
         raise
@@ -467,7 +471,8 @@ class ControlNetCache:
         return [c.file.path for c in self._loaded.values()]
 
     def get(self, file: ControlNetFile | Path | str, policy_or_device: DevicePolicy | torch.device | str = "cpu",
-            dtype: torch.dtype | None = None, base_unet_config: Mapping[str, Any] | None = None) -> LoadedControlNet:
+            dtype: torch.dtype | None = None, base_unet_config: Mapping[str, Any] | None = None,
+            family: ModelFamily | None = None) -> LoadedControlNet:
         if not isinstance(file, ControlNetFile):
             file = ControlNetFile.from_path(file)
         try:
@@ -489,7 +494,7 @@ class ControlNetCache:
             if dropped:
                 self._collect()
             loaded = load_controlnet(file, policy_or_device, dtype, allow_unsafe_pickle=self.allow_unsafe_pickle,
-                                     base_unet_config=base_unet_config)
+                                     base_unet_config=base_unet_config, family=family)
             self._loaded[key] = loaded
             return loaded
 
