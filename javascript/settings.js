@@ -55,7 +55,7 @@ document.addEventListener('input', (e) => {
     } else if (document.title !== title) {
       document.title = title;
     }
-    if (running && !text && window.opts.notification_audio) {
+    if (running && !text && window.opts.notification_audio && window.opts.notification_file) {
       const sound = new Audio('notification.mp3');
       sound.volume = Math.min(Math.max((window.opts.notification_volume ?? 100) / 100, 0), 1);
       sound.play().catch(() => {}); // no notification.mp3, or the browser wants a click first

@@ -16,6 +16,7 @@ import gradio as gr
 
 from modules.generation import VERSION
 from modules.options import PATH_SETTINGS, SECTIONS, Options, SettingError, choices_of, info_of
+from modules.paths import REPO_ROOT
 
 # The checkpoint and VAE have their own pickers in the top bar (with a refresh button and a status line).
 OWN_PICKERS = ("sd_model_checkpoint", "sd_vae")
@@ -96,7 +97,10 @@ class SettingsPage:
         hide a tab on a visibility update, so the page's script does)."""
         ids = {name: tab.elem_id for name, tab in self.tabs.items()}
         return {**{name: getattr(self.options, name) for name in PAGE_SCRIPT_SETTINGS},
-                "hidden_tab_ids": [ids[n] for n in self.options.hidden_tabs if n in ids]}
+                "hidden_tab_ids": [ids[n] for n in self.options.hidden_tabs if n in ids],
+                # whether the user put a notification.mp3 beside webui.py (A1111 plays it; asking for a missing
+                # one would show an error in the browser's console)
+                "notification_file": (REPO_ROOT / "notification.mp3").is_file()}
 
 
 def _apply(options: Options, save: Callable[[], None], run_exclusive: Callable, submitted: dict,

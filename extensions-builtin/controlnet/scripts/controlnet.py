@@ -25,7 +25,7 @@ from modules.generation.control import (
 )
 from modules.generation.requests import check_picture
 from modules.models.controlnet import ControlNetCache, list_controlnets
-from modules.postprocessing.control_preprocessors import PREPROCESSORS
+from modules.postprocessing.control_preprocessors import PREPROCESSORS, find_preprocessor
 from modules.sampling.denoiser import CONTROL_MODES
 from modules.ui import create_refresh_button
 
@@ -78,6 +78,17 @@ def unit_requests(values) -> list[ControlNetUnitRequest]:
     return units
 
 
+def preprocessor_sliders(name: str) -> list[dict]:
+    """The three sliders as the chosen preprocessor names them, at its defaults; hidden where it has none. Their
+    minimum stays -1 (the preprocessor's default, as in the API): the page may still send -1 while it updates."""
+    try:
+        sliders = find_preprocessor(name).sliders
+    except ValueError:
+        sliders = (None, None, None)
+    return [gr.update(visible=False, value=-1) if s is None else
+            gr.update(visible=True, label=s.label, maximum=s.maximum, step=s.step, value=s.default) for s in sliders]
+
+
 class ControlNetScript(scripts.Script):
     sorting_priority = 10
 
@@ -113,11 +124,15 @@ class ControlNetScript(scripts.Script):
             weight = gr.Slider(0, 2, value=1, step=0.05, label="Control Weight", elem_id=f"{prefix}_control_weight")
             start = gr.Slider(0, 1, value=0, step=0.01, label="Starting Control Step", elem_id=f"{prefix}_start")
             end = gr.Slider(0, 1, value=1, step=0.01, label="Ending Control Step", elem_id=f"{prefix}_end")
-        with gr.Row():
-            resolution = gr.Slider(-1, 2048, value=-1, step=8, label="Preprocessor Resolution",
+        with gr.Row():  # the chosen preprocessor's own sliders (names, ranges, defaults), hidden when it has none
+            resolution = gr.Slider(-1, 2048, value=-1, step=8, label="Preprocessor Resolution", visible=False,
                                    elem_id=f"{prefix}_processor_res")
-            threshold_a = gr.Slider(-1, 256, value=-1, step=1, label="Threshold A", elem_id=f"{prefix}_threshold_A")
-            threshold_b = gr.Slider(-1, 256, value=-1, step=1, label="Threshold B", elem_id=f"{prefix}_threshold_B")
+            threshold_a = gr.Slider(-1, 256, value=-1, step=1, label="Threshold A", visible=False,
+                                    elem_id=f"{prefix}_threshold_A")
+            threshold_b = gr.Slider(-1, 256, value=-1, step=1, label="Threshold B", visible=False,
+                                    elem_id=f"{prefix}_threshold_B")
+        module.change(preprocessor_sliders, inputs=module, outputs=[resolution, threshold_a, threshold_b],
+                      queue=False, api_visibility="private")
         control_mode = gr.Radio(list(CONTROL_MODES), value=CONTROL_MODES[0], label="Control Mode",
                                 elem_id=f"{prefix}_control_mode_radio")
         resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[1], label="Resize Mode",
