@@ -235,8 +235,8 @@ def test_a1111_fields_we_do_not_implement_are_reported_not_pretended(api_server)
         status, answer, _ = call(f"{url}/sdapi/v1/{mode}", {**body, **extra, "script_name": "No such script"})
         assert status == 422 and answer["detail"] == "Script 'No such script' not found"
         status, answer, _ = call(f"{url}/sdapi/v1/{mode}", {**body, **extra,
-                                                            "alwayson_scripts": {"controlnet": {"args": [{}]}}})
-        assert status == 422 and answer["detail"] == "always on script controlnet not found"
+                                                            "alwayson_scripts": {"adetailer": {"args": [{}]}}})
+        assert status == 422 and answer["detail"] == "always on script adetailer not found"
 
 
 def test_an_options_change_waits_for_the_running_job(api_server):
