@@ -449,3 +449,25 @@ def image_data(data: bytes):
         pass
     import gradio as gr  # only here: the rest of this module works without the page
     return gr.update(), None
+
+
+# ---- outpainting (not A1111's module: the two outpainting scripts share it)
+
+OUTPAINTING_DIRECTIONS = ("left", "right", "up", "down")
+
+
+def outpainting_expansion(width: int, height: int, pixels: int, directions) -> tuple[int, int, int, int]:
+    """(left, right, up, down) pixels added, as A1111 spreads them: each side asked gets `pixels`, then the sides
+    share what rounds the new width and height up to multiples of 64 (both outpainting scripts use it)."""
+    left, right, up, down = (pixels if side in directions else 0 for side in OUTPAINTING_DIRECTIONS)
+    target_w = math.ceil((width + left + right) / 64) * 64
+    target_h = math.ceil((height + up + down) / 64) * 64
+    if left:
+        left = left * (target_w - width) // (left + right)
+    if right:
+        right = target_w - width - left
+    if up:
+        up = up * (target_h - height) // (up + down)
+    if down:
+        down = target_h - height - up
+    return left, right, up, down

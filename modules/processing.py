@@ -29,7 +29,7 @@ from modules.generation import (
 from modules.generation.job import Batch, Job, JobHooks
 from modules.generation.requests import MAX_SEED, VERSION
 from modules.options import Options, SettingError
-from modules.sampling.samplers import find_sampler
+from modules.sampling.samplers import find_sampler, sampler_and_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,6 @@ class StableDiffusionProcessing:
             values[f.name] = _as_type_of(default, value, f.name)
         values["sampler_name"] = self.sampler_name or self.sampler_index or "Euler a"
         values["scheduler"] = self.scheduler or "Automatic"
-        from modules.api.routes import sampler_and_scheduler  # A1111's reading of "DPM++ 2M Karras"
         values["sampler_name"], values["scheduler"] = sampler_and_scheduler(values["sampler_name"],
                                                                             values["scheduler"])
         values["seed"], values["subseed"] = _fixed(values["seed"]), _fixed(values["subseed"])
@@ -417,8 +416,7 @@ class ScriptHooks(JobHooks):
         try:
             values = {k: _as_type_of(getattr(job.req, k), v, k) for k, v in changed.items()}
             if "sampler_name" in values or "scheduler" in values:
-                from modules.api.routes import sampler_and_scheduler  # A1111's reading of "DPM++ 2M Karras"
-                values["sampler_name"], values["scheduler"] = sampler_and_scheduler(
+                        values["sampler_name"], values["scheduler"] = sampler_and_scheduler(
                     values.get("sampler_name", job.req.sampler_name), values.get("scheduler", job.req.scheduler))
             wanted = replace(job.req, **values)
             wanted.validate()

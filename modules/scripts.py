@@ -260,6 +260,19 @@ def load_scripts(extensions=()) -> None:
                 current_basedir = str(paths.REPO_ROOT)
 
 
+def _instances(found: list[ScriptClassData]):
+    """An instance of each script class, with its `filename`; one whose constructor fails is reported and left
+    out."""
+    for data in found:
+        try:
+            script = data.script_class()
+        except Exception:  # noqa: BLE001 - someone else's class
+            log.exception("script class %s of %s could not be made; left out", data.script_class, data.path)
+            continue
+        script.filename = data.path
+        yield script
+
+
 def _report(script: Script, what: str) -> None:
     log.exception("%s of script %s (%s) failed; the job goes on without it", what, script.title_safe,
                   script.filename)
@@ -294,13 +307,7 @@ class ScriptRunner:
     def initialize_scripts(self, is_img2img: bool) -> None:
         self.__init__()
         self.is_img2img = is_img2img
-        for data in scripts_data:
-            try:
-                script = data.script_class()
-            except Exception:  # noqa: BLE001
-                log.exception("script class %s of %s could not be made; left out", data.script_class, data.path)
-                continue
-            script.filename = data.path
+        for script in _instances(scripts_data):
             script.is_txt2img = not is_img2img
             script.is_img2img = is_img2img
             script.tabname = "img2img" if is_img2img else "txt2img"
@@ -510,14 +517,8 @@ class PostprocessingRunner:
 
     def initialize_scripts(self) -> None:
         self.__init__()
-        for data in postprocessing_scripts_data:
-            try:
-                script = data.script_class()
-            except Exception:  # noqa: BLE001
-                log.exception("Extras script %s of %s could not be made; left out", data.script_class, data.path)
-                continue
-            script.filename = data.path
-            script.title_safe = script.name or Path(data.path).stem
+        for script in _instances(postprocessing_scripts_data):
+            script.title_safe = script.name or Path(script.filename).stem
             self.scripts.append(script)
         self.scripts.sort(key=lambda s: getattr(s, "order", 1000))
 

@@ -17,24 +17,7 @@ from PIL import Image, ImageDraw
 from modules import images, processing, scripts
 from modules.shared import opts, state
 
-DIRECTIONS = ("left", "right", "up", "down")
-
-
-def expansion(width: int, height: int, pixels: int, directions) -> tuple[int, int, int, int]:
-    """(left, right, up, down) pixels added, as A1111 spreads them: each side asked gets `pixels`, then the sides
-    share what rounds the new width and height up to multiples of 64."""
-    left, right, up, down = (pixels if side in directions else 0 for side in DIRECTIONS)
-    target_w = math.ceil((width + left + right) / 64) * 64
-    target_h = math.ceil((height + up + down) / 64) * 64
-    if left:
-        left = left * (target_w - width) // (left + right)
-    if right:
-        right = target_w - width - left
-    if up:
-        up = up * (target_h - height) // (up + down)
-    if down:
-        down = target_h - height - up
-    return left, right, up, down
+DIRECTIONS = images.OUTPAINTING_DIRECTIONS
 
 
 # ---- matched noise: noise with the kept part's spectrum and colour histogram, for the part to be painted
@@ -130,7 +113,7 @@ class Script(scripts.Script):
         p.mask_blur = mask_blur * 4
         p.do_not_save_samples = p.do_not_save_grid = True
         init = p.init_images[0].convert("RGB")
-        sides = dict(zip(DIRECTIONS, expansion(init.width, init.height, pixels, direction or ())))
+        sides = dict(zip(DIRECTIONS, images.outpainting_expansion(init.width, init.height, pixels, direction or ())))
         batch_count, batch_size, base_seed = p.n_iter, p.batch_size, p.seed
         p.n_iter = p.batch_size = 1
         state.job_count = batch_count * batch_size * sum(1 for amount in sides.values() if amount)

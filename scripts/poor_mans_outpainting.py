@@ -4,7 +4,6 @@ reaches into the new area is inpainted under a mask of that area, the tiles then
 
 A1111 also draws a second, less blurred "latent mask"; our inpainting has one mask, blurred by twice "Mask blur".
 """
-import math
 
 import gradio as gr
 from PIL import Image, ImageDraw
@@ -14,24 +13,7 @@ from modules.generation import GenerationError
 from modules.generation.requests import MASKED_CONTENT
 from modules.shared import opts, state
 
-DIRECTIONS = ("left", "right", "up", "down")
-
-
-def expansion(width: int, height: int, pixels: int, directions) -> tuple[int, int, int, int]:
-    """(left, right, up, down) pixels added, as A1111 spreads them: each side asked gets `pixels`, then the sides
-    share what rounds the new width and height up to multiples of 64."""
-    left, right, up, down = (pixels if side in directions else 0 for side in DIRECTIONS)
-    target_w = math.ceil((width + left + right) / 64) * 64
-    target_h = math.ceil((height + up + down) / 64) * 64
-    if left:
-        left = left * (target_w - width) // (left + right)
-    if right:
-        right = target_w - width - left
-    if up:
-        up = up * (target_h - height) // (up + down)
-    if down:
-        down = target_h - height - up
-    return left, right, up, down
+DIRECTIONS = images.OUTPAINTING_DIRECTIONS
 
 
 def masked_content_index(choice) -> int:
@@ -72,7 +54,7 @@ class Script(scripts.Script):
         p.inpaint_full_res = False
 
         init = p.init_images[0]
-        left, right, up, down = expansion(init.width, init.height, pixels, direction or ())
+        left, right, up, down = images.outpainting_expansion(init.width, init.height, pixels, direction or ())
         canvas = Image.new("RGB", (init.width + left + right, init.height + up + down))
         canvas.paste(init.convert("RGB"), (left, up))
         mask = Image.new("L", canvas.size, "white")

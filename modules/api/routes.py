@@ -45,7 +45,7 @@ from modules.generation.worker import GenerationWorker
 from modules.models.checkpoint_io import CheckpointError
 from modules.models.memory import memory_report
 from modules.options import PATH_SETTINGS, Options, SettingError
-from modules.sampling.samplers import SAMPLERS, find_sampler
+from modules.sampling.samplers import SAMPLERS, sampler_and_scheduler
 from modules.sampling.schedules import SCHEDULERS
 from modules.user_files import DiskFullError
 
@@ -197,25 +197,6 @@ class ExtrasBatchPayload(ExtrasSinglePayload):  # type: ignore[valid-type, misc]
 
 class PngInfoPayload(_ApiBase):
     image: str
-
-
-def sampler_and_scheduler(name: str, scheduler: str | None) -> tuple[str, str]:
-    """A1111's reading of a sampler name: its label or an alias, or an older client's "DPM++ 2M Karras" (sampler and
-    schedule type in one, split when no scheduler is given). An unknown name is kept for the job to refuse."""
-    scheduler = scheduler or "Automatic"
-    try:
-        return find_sampler(name).name, scheduler
-    except ValueError:
-        pass
-    if scheduler == "Automatic":
-        for s in SCHEDULERS:
-            for suffix in {s.label, s.name, *s.aliases}:
-                if name.endswith(" " + suffix):
-                    try:
-                        return find_sampler(name[: -len(suffix) - 1]).name, s.label
-                    except ValueError:
-                        pass
-    return name, scheduler
 
 
 def _int_or(value: Any, default: int) -> int:

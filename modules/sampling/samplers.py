@@ -24,7 +24,7 @@ import torchsde
 from numpy.polynomial import polynomial
 from torch import Tensor
 
-from modules.sampling.schedules import karras_sigmas
+from modules.sampling.schedules import SCHEDULERS, karras_sigmas
 
 Denoiser = Callable[..., Tensor]
 NoiseSampler = Callable[[float, float], Tensor]
@@ -785,3 +785,22 @@ def find_sampler(name: str) -> SamplerInfo:
         return _BY_NAME[name.strip().lower()]
     except KeyError:
         raise ValueError(f"Unknown sampler {name!r}; valid: {', '.join(s.name for s in SAMPLERS)}") from None
+
+
+def sampler_and_scheduler(name: str, scheduler: str | None) -> tuple[str, str]:
+    """A1111's reading of a sampler name: its label or an alias, or an older client's "DPM++ 2M Karras" (sampler and
+    schedule type in one, split when no scheduler is given). An unknown name is kept for the job to refuse."""
+    scheduler = scheduler or "Automatic"
+    try:
+        return find_sampler(name).name, scheduler
+    except ValueError:
+        pass
+    if scheduler == "Automatic":
+        for s in SCHEDULERS:
+            for suffix in {s.label, s.name, *s.aliases}:
+                if name.endswith(" " + suffix):
+                    try:
+                        return find_sampler(name[: -len(suffix) - 1]).name, s.label
+                    except ValueError:
+                        pass
+    return name, scheduler
